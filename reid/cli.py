@@ -1,0 +1,210 @@
+"""Command lines: ``scripts/train.py`` / ``reid-train`` and ``scripts/eval.py`` / ``reid-eval``.
+
+The config is parsed here, once; every component below gets the values it needs as arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from reid import distributed
+from reid.config import Config, load_config, resolve_paths, save_config
+from reid.data.datasets import ReidDataset, build_dataset
+from reid.errors import ReidError
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ReidError("device: 'cuda' requested but CUDA is not available (use device: auto or cpu)")
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    return torch.device("cuda", local_rank)
+
+
+def load_domain(name: str, root: str, cfg: Config, verbose: bool) -> ReidDataset:
+    """``build_dataset``, generating the built-in synthetic domains (``synth-a``, ``synth-b``) first if missing."""
+    if name in ("synth-a", "synth-b"):
+        from reid.data.synthetic import ensure_synthetic
+
+        if distributed.is_main():
+            ensure_synthetic(name, root, num_train_ids=cfg.data.synthetic_train_ids,
+                             num_test_ids=cfg.data.synthetic_test_ids,
+                             images_per_id=cfg.data.synthetic_images_per_id, seed=0)
+        distributed.barrier()
+        name = "market-format"
+    return build_dataset(name, root, verbose=verbose)
+
+
+def check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise ReidError(f"output folder {folder} is not writable: {error.strerror or error} "
+                        "(set output.dir or --out)") from None
+
+
+def configure_determinism(cfg: Config, device: torch.device) -> None:
+    from reid.engine.trainer import seed_everything
+
+    seed_everything(cfg.seed)
+    torch.backends.cudnn.benchmark = not cfg.deterministic
+    torch.backends.cudnn.deterministic = cfg.deterministic
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = not cfg.deterministic
+        torch.backends.cudnn.allow_tf32 = not cfg.deterministic
+
+
+def _run_cli(main, argv: list[str] | None) -> int:
+    try:
+        return main(argv)
+    except ReidError as error:
+        print(f"{type(error).__name__}: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: resume with --resume auto", file=sys.stderr)
+        return 130
+
+
+# ----------------------------------------------------------------------------------------------------- train
+def _train(argv: list[str] | None) -> int:
+    from reid.engine.adapt import run_adapt
+    from reid.engine.checkpoint import find_resume, load_checkpoint, load_model_weights
+    from reid.engine.logging import RunLogger
+    from reid.engine.pretrain import run_pretrain
+    from reid.models import build_model
+
+    parser = argparse.ArgumentParser(description="Source pretraining + unsupervised adaptation (triplet + GDS-H).")
+    parser.add_argument("--config", required=True, help="YAML config, e.g. configs/demo.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set gds.weight=0.5 (repeatable)")
+    parser.add_argument("--resume", default="", help="'auto' (latest in the run folder) or a checkpoint path")
+    parser.add_argument("--out", default="", help="run folder (default: output.dir from the config)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+
+    cfg = resolve_paths(load_config(args.config, args.overrides))
+    if args.out:
+        cfg.output.dir = args.out
+    device = pick_device(cfg.device)
+    distributed.init_from_env(device.type)
+    run_dir = Path(cfg.output.dir)
+    if distributed.is_main():
+        check_writable(run_dir)
+    configure_determinism(cfg, device)
+    resume_path = find_resume(run_dir, args.resume)
+    resume = load_checkpoint(resume_path) if resume_path else None
+    logger = RunLogger(run_dir, enabled=distributed.is_main(), quiet=args.quiet or bool(os.environ.get("CI")))
+    if distributed.is_main():
+        save_config(cfg, run_dir / "config.yaml")
+    logger.info(f"run folder {run_dir}, device {device}, world size {distributed.world_size()}"
+                + (f", resuming from {resume_path} (stage {resume['stage']})" if resume else ""))
+
+    verbose = distributed.is_main()
+    source = load_domain(cfg.data.source, cfg.data.source_root, cfg, verbose)
+    target = load_domain(cfg.data.target, cfg.data.target_root, cfg, verbose)
+    m = cfg.model
+    model = build_model(arch=m.arch, pretrained="none" if resume else m.pretrained, last_stride=m.last_stride,
+                        num_classes=source.num_train_pids, pooling=m.pooling, gem_p=m.gem_p,
+                        embedding_dim=m.embedding_dim, neck_feat=m.neck_feat).to(device)
+    summary: dict = {}
+    stage = resume["stage"] if resume else "pretrain"
+    if stage == "pretrain":
+        if cfg.pretrain.checkpoint:
+            load_model_weights(model, load_checkpoint(cfg.pretrain.checkpoint), cfg.pretrain.checkpoint,
+                               skip_classifier=True)
+            logger.info(f"stage 1 skipped: source model loaded from {cfg.pretrain.checkpoint}")
+        elif cfg.pretrain.enabled and cfg.pretrain.epochs > 0:
+            summary["pretrain"] = run_pretrain(cfg, model, source, target, device, logger, run_dir, resume)
+        resume = None
+    else:
+        summary["pretrain"] = resume.get("pretrain_metrics", {})
+    if cfg.adapt.enabled and cfg.adapt.rounds > 0 and stage != "done":
+        summary["adapt"] = run_adapt(cfg, model, target, device, logger, run_dir, resume)
+    if distributed.is_main():
+        with open(run_dir / "summary.json", "w", encoding="utf-8") as handle:
+            json.dump(summary, handle, indent=2)
+    logger.info(f"done: {run_dir}")
+    logger.close()
+    return 0
+
+
+def train_main(argv: list[str] | None = None) -> None:
+    sys.exit(_run_cli(_train, argv))
+
+
+# ----------------------------------------------------------------------------------------------------- eval
+def _eval(argv: list[str] | None) -> int:
+    from reid.engine.checkpoint import load_checkpoint, load_model_weights
+    from reid.evaluation.evaluator import evaluate_dataset, format_metrics
+    from reid.evaluation.plots import plot_cmc, plot_distance_histograms, plot_ranked_lists
+    from reid.models import build_model
+
+    parser = argparse.ArgumentParser(description="Evaluate a checkpoint: CMC / mAP / mINP, plots.")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--checkpoint", default="",
+                        help="checkpoint path; omit to evaluate the untrained backbone of model.pretrained")
+    parser.add_argument("--dataset", default="", help="dataset name (default: data.target)")
+    parser.add_argument("--root", default="", help="dataset folder (default: data.target_root)")
+    parser.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking")
+    parser.add_argument("--flip", action="store_true", help="average with horizontally flipped images")
+    parser.add_argument("--out", default="", help="output folder (default: <checkpoint folder>/eval)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+
+    cfg = resolve_paths(load_config(args.config, args.overrides))
+    device = pick_device(cfg.device)
+    name = args.dataset or cfg.data.target
+    root = args.root or (cfg.data.target_root if not args.dataset else "")
+    if not root:
+        raise ReidError("--root is required with --dataset")
+    dataset = load_domain(name, root, cfg, verbose=True)
+    m = cfg.model
+    model = build_model(arch=m.arch, pretrained="none" if args.checkpoint else m.pretrained,
+                        last_stride=m.last_stride, pooling=m.pooling, gem_p=m.gem_p,
+                        embedding_dim=m.embedding_dim, neck_feat=m.neck_feat).to(device)
+    if args.checkpoint:
+        load_model_weights(model, load_checkpoint(args.checkpoint), args.checkpoint, skip_classifier=True)
+    out = Path(args.out or (Path(args.checkpoint).parent.parent / "eval" if args.checkpoint else "outputs/eval"))
+    check_writable(out)
+    result = evaluate_dataset(model, dataset.query, dataset.gallery, height=cfg.data.height, width=cfg.data.width,
+                              batch_size=cfg.data.test_batch_size, workers=cfg.data.workers, device=device,
+                              flip=args.flip or cfg.eval.flip, rerank=args.rerank or cfg.eval.rerank,
+                              max_rank=cfg.eval.max_rank, amp=cfg.amp)
+    metrics = result.metrics
+    header = f"{'dataset':<16}{'R1':>7}{'R5':>7}{'R10':>7}{'mAP':>7}{'mINP':>7}"
+    row = f"{name:<16}" + "".join(f"{100 * metrics[k]:7.1f}" for k in ("R1", "R5", "R10", "mAP", "mINP"))
+    print(header + "\n" + row)
+    info = {"checkpoint": args.checkpoint or f"untrained ({m.pretrained})", "dataset": name, "root": root,
+            "rerank": args.rerank or cfg.eval.rerank, "flip": args.flip or cfg.eval.flip, **metrics}
+    with open(out / "metrics.json", "w", encoding="utf-8") as handle:
+        json.dump(info, handle, indent=2)
+    import numpy as np
+
+    q_pids = np.array([p for _, p, _ in dataset.query])
+    g_pids = np.array([p for _, p, _ in dataset.gallery])
+    q_cams = np.array([c for _, _, c in dataset.query])
+    g_cams = np.array([c for _, _, c in dataset.gallery])
+    same = q_pids[:, None] == g_pids[None, :]
+    valid = ~(same & (q_cams[:, None] == g_cams[None, :])) & (g_pids[None, :] != -1)
+    # Euclidean distances of normalised features (the GDS scale), not the squared ones used for ranking
+    dist = np.sqrt(np.maximum(result.distmat, 0)) if not (args.rerank or cfg.eval.rerank) else result.distmat
+    plot_cmc(np.asarray(metrics["cmc"]), out / "cmc.png", title=f"CMC on {name}")
+    plot_distance_histograms(dist[same & valid], dist[~same & valid], out / "distances.png",
+                             title=f"query-gallery distances on {name}")
+    plot_ranked_lists(result.distmat, dataset.query, dataset.gallery, out / "ranked_lists.png")
+    print(f"wrote {out}/metrics.json, cmc.png, distances.png, ranked_lists.png ({format_metrics(metrics)})")
+    return 0
+
+
+def eval_main(argv: list[str] | None = None) -> None:
+    sys.exit(_run_cli(_eval, argv))

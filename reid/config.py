@@ -1,0 +1,379 @@
+"""Typed configuration: dataclass schema, YAML loading, ``--set`` overrides and validation.
+
+The config is parsed once, in ``scripts/``, into :class:`Config`; components receive the few values they need.
+
+Example::
+
+    cfg = load_config("configs/demo.yaml", overrides=["adapt.rounds=2", "gds.weight=0.5"])
+    cfg.gds.weight  # 0.5
+
+Paths may reference environment variables as ``${NAME}`` or ``${NAME:-default}``; they are expanded by
+:func:`expand_path`, never by a shell.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from reid.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    source: str = "synth-a"            # dataset name: market1501 | dukemtmcreid | msmt17 | market-format | synth-a | synth-b
+    source_root: str = "data/synthetic/synth-a"
+    target: str = "synth-b"
+    target_root: str = "data/synthetic/synth-b"
+    height: int = 256
+    width: int = 128
+    batch_size: int = 64               # P x K images per training step
+    num_instances: int = 4             # K images per identity in a batch
+    test_batch_size: int = 128
+    workers: int = 4
+    flip_prob: float = 0.5
+    pad: int = 10
+    random_erasing_prob: float = 0.5
+    on_bad_image: Literal["fail", "skip"] = "fail"
+    # synthetic domains only: generated into *_root when missing
+    synthetic_train_ids: int = 200
+    synthetic_test_ids: int = 100
+    synthetic_images_per_id: int = 12
+
+
+@dataclass
+class ModelConfig:
+    arch: Literal["resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v2"] = "resnet50"
+    pretrained: str = "imagenet"       # imagenet | none | <path to a torchvision-format state dict>
+    last_stride: int = 1
+    pooling: Literal["avg", "gem"] = "avg"
+    gem_p: float = 3.0
+    embedding_dim: int = 0             # 0: use the backbone's feature size, no projection layer
+    neck_feat: Literal["before", "after"] = "after"  # retrieval embedding: before or after the BNNeck
+
+
+@dataclass
+class PretrainConfig:
+    enabled: bool = True
+    checkpoint: str = ""               # path to a source model: skips stage 1
+    epochs: int = 80
+    iters_per_epoch: int = 0           # 0: one pass over the sampler
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = 3.5e-4
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    warmup_epochs: int = 10
+    milestones: list[int] = field(default_factory=lambda: [40, 70])
+    gamma: float = 0.1
+    eval_source: bool = True
+    eval_target: bool = True
+
+
+@dataclass
+class AdaptConfig:
+    enabled: bool = True
+    rounds: int = 30
+    epochs_per_round: int = 2
+    iters_per_epoch: int = 0           # 0: one pass over the pseudo-labelled sampler
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = 3.5e-5
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    eval_every: int = 1
+
+
+@dataclass
+class ClusterConfig:
+    eps: Any = "auto"                  # "auto" (UDA_TP rho rule, fixed after round 1) or a number in (0, 1)
+    rho: float = 1.6e-3
+    min_samples: int = 4
+    k1: int = 20
+    k2: int = 6
+
+
+@dataclass
+class GDSConfig:
+    enabled: bool = True
+    weight: float = 1.0
+    momentum: float = 0.9
+    lambda_sigma: float = 1.0
+    lambda_h: float = 1.0
+    kappa: float = 1.0
+    normalize: bool = True
+    hard: bool = True
+
+
+@dataclass
+class LossConfig:
+    label_smoothing: float = 0.1
+    triplet_margin: float = 0.5
+    triplet_normalize: bool = False
+
+
+@dataclass
+class EvalConfig:
+    flip: bool = False
+    rerank: bool = False
+    max_rank: int = 50
+
+
+@dataclass
+class OutputConfig:
+    dir: str = "outputs/run"
+    log_every: int = 20                # steps between console/TensorBoard scalar logs
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    gds: GDSConfig = field(default_factory=GDSConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True                   # autocast + GradScaler on CUDA; ignored on CPU
+    deterministic: bool = True         # deterministic algorithms where available
+
+
+# (section.key) -> (lower bound, upper bound, inclusive lower)
+_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "data.height": (16, None), "data.width": (8, None),
+    "data.batch_size": (2, None), "data.num_instances": (1, None), "data.test_batch_size": (1, None),
+    "data.workers": (0, None), "data.flip_prob": (0, 1), "data.pad": (0, None),
+    "data.random_erasing_prob": (0, 1),
+    "data.synthetic_train_ids": (1, None), "data.synthetic_test_ids": (1, None),
+    "data.synthetic_images_per_id": (2, None),
+    "model.last_stride": (1, 2), "model.gem_p": (1, None), "model.embedding_dim": (0, None),
+    "pretrain.epochs": (0, None), "pretrain.iters_per_epoch": (0, None), "pretrain.lr": (0, None),
+    "pretrain.weight_decay": (0, None), "pretrain.momentum": (0, 1), "pretrain.warmup_epochs": (0, None),
+    "pretrain.gamma": (0, 1),
+    "adapt.rounds": (0, None), "adapt.epochs_per_round": (1, None), "adapt.iters_per_epoch": (0, None),
+    "adapt.lr": (0, None), "adapt.weight_decay": (0, None), "adapt.momentum": (0, 1), "adapt.eval_every": (1, None),
+    "cluster.rho": (0, 1), "cluster.min_samples": (1, None), "cluster.k1": (2, None), "cluster.k2": (1, None),
+    "gds.weight": (0, None), "gds.momentum": (0, 1), "gds.lambda_sigma": (0, None), "gds.lambda_h": (0, None),
+    "gds.kappa": (0, None),
+    "loss.label_smoothing": (0, 1), "loss.triplet_margin": (0, None),
+    "eval.max_rank": (1, None), "output.log_every": (1, None),
+}
+_PATH_KEYS = {"data.source_root", "data.target_root", "model.pretrained", "pretrain.checkpoint", "output.dir"}
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _suggest(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is list:
+        return f"a list of {typing.get_args(tp)[0].__name__}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotated type ``tp``; returns the value converted where lossless."""
+    origin = typing.get_origin(tp)
+    bad = ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if key == "cluster.eps":
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"cluster.eps: expected 'auto' or a number in (0, 1), got {value!r}")
+        if not 0 < value < 1:
+            raise ConfigError(f"cluster.eps: expected 'auto' or a number in (0, 1), got {value!r}")
+        return float(value)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}"
+                              + (_suggest(str(value), [str(a) for a in typing.get_args(tp)])))
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise bad
+        (item_tp,) = typing.get_args(tp)
+        return [_coerce(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad
+        return float(value)
+    if tp is str:
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise bad
+        return value
+    return value
+
+
+def _parse_override_value(raw: str) -> Any:
+    """``--set`` values are YAML scalars: ``0.5`` -> float, ``true`` -> bool, ``[1,2]`` -> list."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def _build_section(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    types_ = _field_types(cls)
+    kwargs = {}
+    for name, value in values.items():
+        key = f"{prefix}{name}"
+        if name not in types_:
+            raise ConfigError(f"unknown key '{key}'" + _suggest(key, [f"{prefix}{n}" for n in types_]))
+        tp = types_[name]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key}: expected a mapping of {list(_field_types(tp))}, got {value!r}")
+            kwargs[name] = _build_section(tp, value, f"{key}.")
+        else:
+            kwargs[name] = _coerce(key, value, tp)
+    return cls(**kwargs)
+
+
+def _validate(cfg: Config) -> None:
+    for key, (low, high) in _RANGES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if (low is not None and value < low) or (high is not None and value > high):
+            bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise ConfigError(f"{key}: expected a value {bound}, got {value!r}")
+    if cfg.data.batch_size % cfg.data.num_instances != 0:
+        raise ConfigError(
+            f"data.batch_size={cfg.data.batch_size} must be a multiple of data.num_instances="
+            f"{cfg.data.num_instances} (P x K sampling)")
+    if cfg.data.batch_size // cfg.data.num_instances < 2:
+        raise ConfigError(f"data.batch_size / data.num_instances must be >= 2 identities per batch, got "
+                          f"{cfg.data.batch_size // cfg.data.num_instances}")
+    if cfg.model.embedding_dim and cfg.model.embedding_dim < 8:
+        raise ConfigError(f"model.embedding_dim: expected 0 (none) or >= 8, got {cfg.model.embedding_dim}")
+    if sorted(cfg.pretrain.milestones) != cfg.pretrain.milestones:
+        raise ConfigError(f"pretrain.milestones: expected increasing epochs, got {cfg.pretrain.milestones}")
+
+
+def config_from_dict(values: dict[str, Any], overrides: list[str] | None = None, source: str = "<dict>") -> Config:
+    """Build a validated :class:`Config` from a nested dict plus ``section.key=value`` overrides."""
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(values).__name__}")
+    values = _deep_copy(values)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        dotted, raw = item.split("=", 1)
+        parts = dotted.strip().split(".")
+        node = values
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: '{part}' is not a section")
+            node = child
+        node[parts[-1]] = _parse_override_value(raw)
+    cfg = _build_section(Config, values, "")
+    _validate(cfg)
+    return cfg
+
+
+def _deep_copy(values: Any) -> Any:
+    if isinstance(values, dict):
+        return {k: _deep_copy(v) for k, v in values.items()}
+    if isinstance(values, list):
+        return [_deep_copy(v) for v in values]
+    return values
+
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (``yaml.safe_load``), apply overrides, validate. ``path=None`` gives the defaults."""
+    values: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                values = yaml.safe_load(handle) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
+    try:
+        return config_from_dict(values, overrides, source)
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML (round-trips through :func:`load_config`)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        yaml.safe_dump(config_to_dict(cfg), handle, sort_keys=False)
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_path(value: str) -> str:
+    """Expand ``${VAR}`` / ``${VAR:-default}`` and ``~`` in a config path (no shell involved).
+
+    Raises ConfigError when a variable without default is unset.
+    """
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"environment variable '{name}' used in path {value!r} is not set")
+
+    return os.path.expanduser(_VAR.sub(replace, value))
+
+
+def resolve_paths(cfg: Config) -> Config:
+    """Return a copy of ``cfg`` with every path key expanded (see :func:`expand_path`)."""
+    cfg = config_from_dict(config_to_dict(cfg))
+    for key in _PATH_KEYS:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value and value not in ("imagenet", "none"):
+            setattr(getattr(cfg, section), name, expand_path(value))
+    return cfg
+
+
+__all__ = [
+    "Config", "DataConfig", "ModelConfig", "PretrainConfig", "AdaptConfig", "ClusterConfig", "GDSConfig",
+    "LossConfig", "EvalConfig", "OutputConfig", "ConfigError", "load_config", "config_from_dict",
+    "config_to_dict", "save_config", "expand_path", "resolve_paths",
+]

@@ -1,0 +1,103 @@
+"""torchrun / DDP helpers (nccl on GPU, gloo on CPU). Every helper is a no-op in a single process."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def init_from_env(device_kind: str) -> tuple[int, int, int]:
+    """Initialise the process group when launched by torchrun (``WORLD_SIZE`` > 1).
+
+    Returns (rank, world_size, local_rank). Uses nccl when ``device_kind == "cuda"``, gloo otherwise.
+    """
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return 0, 1, 0
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    backend = "nccl" if device_kind == "cuda" else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)
+    if not is_distributed():
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=60))
+    return dist.get_rank(), dist.get_world_size(), local_rank
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def broadcast_object(value: Any, src: int = 0) -> Any:
+    """Broadcast a picklable object from ``src`` (used for pseudo-labels computed on rank 0)."""
+    if not is_distributed():
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=src)
+    return holder[0]
+
+
+def all_reduce_mean(value: float) -> float:
+    if not is_distributed():
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=_device())
+    dist.all_reduce(tensor)
+    return float(tensor.item()) / world_size()
+
+
+def _device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def gather_in_order(features: torch.Tensor, *columns: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """All-gather per-rank shards (rows tagged by dataset index in the last column) and sort by that index.
+
+    Shards may have different lengths; duplicates (a padded distributed sampler) are removed.
+    """
+    *values, indices = columns
+    payload = (features, *values, indices)
+    gathered: list[Any] = [None] * world_size()
+    dist.all_gather_object(gathered, payload)
+    merged = [torch.cat([part[i] for part in gathered]) for i in range(len(payload))]
+    all_indices = merged[-1]
+    unique_indices, first = _first_occurrence(all_indices)
+    return tuple(m[first] for m in merged[:-1]) + (unique_indices,)
+
+
+def _first_occurrence(indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    order = torch.argsort(indices, stable=True)
+    sorted_indices = indices[order]
+    keep = torch.ones_like(sorted_indices, dtype=torch.bool)
+    keep[1:] = sorted_indices[1:] != sorted_indices[:-1]
+    return sorted_indices[keep], order[keep]
+
+
+def wrap_model(model: torch.nn.Module, device: torch.device, sync_bn: bool = False) -> torch.nn.Module:
+    """DistributedDataParallel around ``model`` when running under torchrun; the model itself otherwise."""
+    if not is_distributed():
+        return model
+    if sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    device_ids = [device.index] if device.type == "cuda" else None
+    # find_unused_parameters: in stage 2 the BNNeck output is not used by any loss
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)

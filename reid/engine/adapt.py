@@ -1,0 +1,140 @@
+"""Stage 2: unsupervised adaptation to the target domain.
+
+Each round: extract target-train features -> k-reciprocal Jaccard distance -> DBSCAN pseudo-labels (outliers
+dropped) -> P x K loader over the labelled images -> ``epochs_per_round`` epochs of batch-hard triplet
++ ``gds.weight`` * GDS-H -> evaluate the target test split every ``eval_every`` rounds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from reid import distributed
+from reid.cluster import generate_pseudo_labels
+from reid.config import Config
+from reid.data.datasets import ReidDataset
+from reid.data.loaders import build_test_loader, build_train_loader
+from reid.engine.checkpoint import load_model_weights, save_checkpoint, training_state
+from reid.engine.logging import RunLogger
+from reid.engine.monitor import log_clustering, log_distance_histograms, pair_distance_samples
+from reid.engine.trainer import Trainer, build_optimizer, derive_seed, seed_everything
+from reid.evaluation.evaluator import evaluate_dataset, format_metrics
+from reid.evaluation.features import extract_features
+from reid.losses import GDSLoss, TripletLoss
+
+
+def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: torch.device, logger: RunLogger,
+              run_dir: Path, resume: dict | None = None) -> dict:
+    """Adapt ``model`` to ``target.train`` without its labels; returns the last target-test metrics.
+
+    Writes ``checkpoints/last.pt`` after every epoch and round and ``checkpoints/final.pt`` (the last round;
+    "best on test" is only reported, never selected).
+    """
+    a, d, c, g = cfg.adapt, cfg.data, cfg.cluster, cfg.gds
+    model.reset_classifier(0)
+    trainer = Trainer(model, build_optimizer(model, a.optimizer, a.lr, a.weight_decay, a.momentum), None, device,
+                      cfg.amp, logger, cfg.output.log_every)
+    triplet = TripletLoss(cfg.loss.triplet_margin, cfg.loss.triplet_normalize)
+    gds = GDSLoss(g.momentum, g.lambda_sigma, g.lambda_h, g.kappa, g.normalize, g.hard).to(device)
+    eps = None if c.eps == "auto" else float(c.eps)
+    start_round, start_epoch, pseudo_labels, history = 0, 0, None, []
+    if resume is not None and resume["stage"] == "adapt":
+        load_model_weights(model, resume, "resume checkpoint", skip_classifier=True)
+        if "gds" in resume:  # written by this stage (source.pt carries the stage-1 optimizer, not ours)
+            trainer.load_state_dict(resume["trainer"])
+            gds.load_state_dict(resume["gds"])
+        start_round, start_epoch = int(resume["round"]), int(resume["epoch"])
+        eps = resume.get("eps", eps)
+        history = list(resume.get("history", []))
+        if resume.get("pseudo_labels") is not None and start_epoch > 0:
+            pseudo_labels = resume["pseudo_labels"].numpy()
+        logger.info(f"stage 2: resuming at round {start_round}, epoch {start_epoch}")
+
+    def loss_fn(outputs: dict[str, torch.Tensor], pids: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        loss_triplet, stats = triplet(outputs["features"], pids)
+        terms = {"triplet": loss_triplet.item(), "triplet_precision": float(stats["precision"])}
+        if not g.enabled:
+            return loss_triplet, terms
+        loss_gds = gds(outputs["features"], pids)
+        terms.update({f"gds_{k}": v for k, v in gds.last_terms.items() if isinstance(v, float)})
+        return loss_triplet + g.weight * loss_gds, terms
+
+    true_pids = np.array([pid for _, pid, _ in target.train])
+    train_features_loader = build_test_loader(target.train, d.height, d.width, d.test_batch_size, d.workers,
+                                              distributed=distributed.world_size() > 1)
+    metrics: dict = {}
+    for round_index in range(start_round, a.rounds):
+        if pseudo_labels is None:
+            features, _, _ = extract_features(model, train_features_loader, device, amp=cfg.amp)
+            if distributed.is_main():
+                pseudo_labels, info = generate_pseudo_labels(features.numpy(), eps, k1=c.k1, k2=c.k2,
+                                                             min_samples=c.min_samples, rho=c.rho)
+                eps = float(info["eps"])  # the auto rule is fixed after the first round
+                log_clustering(logger, round_index, info, pseudo_labels, true_pids)
+                positives, negatives = pair_distance_samples(features, pseudo_labels, seed=round_index)
+                log_distance_histograms(logger, "pseudo_label_distances", positives, negatives, round_index)
+            pseudo_labels, eps = distributed.broadcast_object((pseudo_labels, eps))
+        labelled = [(path, int(label), cam) for (path, _, cam), label in zip(target.train, pseudo_labels) if label >= 0]
+        num_clusters = len({item[1] for item in labelled})
+        identities_per_batch = d.batch_size // d.num_instances
+        if num_clusters < identities_per_batch:
+            logger.info(f"round {round_index}: only {num_clusters} clusters (< {identities_per_batch} identities per "
+                        f"batch): training skipped this round. If this persists, raise cluster.eps (now {eps:.3f}) "
+                        "or lower data.batch_size / cluster.min_samples.")
+            logger.record("round_skipped", round=round_index, num_clusters=num_clusters, eps=eps)
+        else:
+            loader = build_train_loader(labelled, d.height, d.width, d.batch_size, d.num_instances, d.workers,
+                                        seed=derive_seed(cfg.seed, "adapt", round_index), flip_prob=d.flip_prob,
+                                        pad=d.pad, random_erasing_prob=d.random_erasing_prob,
+                                        num_replicas=distributed.world_size(), rank=distributed.rank())
+            iters = a.iters_per_epoch or len(loader)
+            for epoch in range(start_epoch, a.epochs_per_round):
+                seed_everything(derive_seed(cfg.seed, "adapt", round_index, epoch))
+                loader.sampler.set_epoch(epoch)
+                terms = trainer.train_epoch(loader, loss_fn, iters, tag=f"round {round_index} epoch {epoch + 1}")
+                step = round_index * a.epochs_per_round + epoch + 1
+                logger.info(f"round {round_index} epoch {epoch + 1}/{a.epochs_per_round} "
+                            + " ".join(f"{k} {v:.4f}" for k, v in terms.items()))
+                logger.record("adapt_epoch", round=round_index, epoch=epoch + 1, step=trainer.step, **terms)
+                logger.scalars("adapt_epoch", terms, step)
+                if g.enabled:
+                    log_distance_histograms(logger, "gds_batch_distances", gds.last_pos_dist.numpy(),
+                                            gds.last_neg_dist.numpy(), step)
+                if distributed.is_main():
+                    save_checkpoint(_state(cfg, model, trainer, gds, round_index, epoch + 1, eps, pseudo_labels,
+                                           history), run_dir / "checkpoints" / "last.pt")
+        start_epoch, pseudo_labels = 0, None
+        if (round_index + 1) % a.eval_every == 0 or round_index == a.rounds - 1:
+            result = evaluate_dataset(model, target.query, target.gallery, height=d.height, width=d.width,
+                                      batch_size=d.test_batch_size, workers=d.workers, device=device,
+                                      flip=cfg.eval.flip, max_rank=cfg.eval.max_rank, amp=cfg.amp,
+                                      distributed=distributed.world_size() > 1)
+            metrics = result.metrics
+            history.append({"round": round_index, **{k: v for k, v in metrics.items() if k != "cmc"}})
+            logger.info(f"round {round_index} target test: {format_metrics(metrics)}")
+            logger.record("eval", stage="adapt", split="target_test", round=round_index, **metrics)
+            logger.scalars("eval_adapt/target_test", {k: v for k, v in metrics.items() if k != "cmc"}, round_index)
+        if distributed.is_main():
+            save_checkpoint(_state(cfg, model, trainer, gds, round_index + 1, 0, eps, None, history),
+                            run_dir / "checkpoints" / "last.pt")
+    if distributed.is_main():
+        state = _state(cfg, model, trainer, gds, a.rounds, 0, eps, None, history)
+        state["stage"] = "done"
+        save_checkpoint(state, run_dir / "checkpoints" / "final.pt")
+        save_checkpoint(state, run_dir / "checkpoints" / "last.pt")
+        if history:
+            best = max(history, key=lambda row: row["mAP"])
+            logger.info(f"final (last round) target mAP {100 * history[-1]['mAP']:.1f}; best on test, reported "
+                        f"only: {100 * best['mAP']:.1f} at round {best['round']}")
+            logger.record("summary", final=history[-1], best_on_test_reported_only=best)
+    return metrics
+
+
+def _state(cfg: Config, model: torch.nn.Module, trainer: Trainer, gds: GDSLoss, round_index: int, epoch: int,
+           eps: float | None, pseudo_labels: np.ndarray | None, history: list) -> dict:
+    extra = {"gds": gds.state_dict(), "eps": eps, "history": history,
+             "pseudo_labels": torch.from_numpy(np.asarray(pseudo_labels)) if pseudo_labels is not None else None}
+    return training_state(cfg, model, trainer, stage="adapt", epoch=epoch, round=round_index, extra=extra)

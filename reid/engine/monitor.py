@@ -1,0 +1,93 @@
+"""Per-round monitoring of the adaptation stage: clustering statistics, pseudo-label quality, distance histograms."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from reid.cluster import pseudo_label_quality
+from reid.engine.logging import RunLogger
+
+
+def pair_distance_samples(features: torch.Tensor, labels: np.ndarray, max_pairs: int = 100_000,
+                          seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Euclidean distances of L2-normalised features for same-label (positive) and different-label (negative)
+    pairs among samples with label >= 0; each set is a uniform sample of at most ``max_pairs`` pairs.
+
+    Returns (positive distances, negative distances), float32.
+    """
+    rng = np.random.default_rng(seed)
+    keep = np.flatnonzero(labels >= 0)
+    if len(keep) < 2:
+        return np.empty(0, np.float32), np.empty(0, np.float32)
+    feats = torch.nn.functional.normalize(features[keep].float(), dim=1)
+    kept_labels = labels[keep]
+    # positives: all within-cluster pairs (few), subsampled if needed
+    order = np.argsort(kept_labels, kind="stable")
+    starts = np.flatnonzero(np.r_[True, kept_labels[order][1:] != kept_labels[order][:-1]])
+    ends = np.r_[starts[1:], len(order)]
+    pos_i, pos_j = [], []
+    for start, end in zip(starts, ends):
+        members = order[start:end]
+        if len(members) > 1:
+            i, j = np.triu_indices(len(members), k=1)
+            pos_i.append(members[i])
+            pos_j.append(members[j])
+    pos_i = np.concatenate(pos_i) if pos_i else np.empty(0, np.int64)
+    pos_j = np.concatenate(pos_j) if pos_j else np.empty(0, np.int64)
+    if len(pos_i) > max_pairs:
+        pick = rng.choice(len(pos_i), max_pairs, replace=False)
+        pos_i, pos_j = pos_i[pick], pos_j[pick]
+    # negatives: random pairs with different labels
+    a = rng.integers(0, len(keep), size=2 * max_pairs)
+    b = rng.integers(0, len(keep), size=2 * max_pairs)
+    different = kept_labels[a] != kept_labels[b]
+    neg_i, neg_j = a[different][:max_pairs], b[different][:max_pairs]
+
+    def distances(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        if len(i) == 0:
+            return np.empty(0, np.float32)
+        diff = feats[torch.as_tensor(i)] - feats[torch.as_tensor(j)]
+        return diff.norm(dim=1).numpy().astype(np.float32)
+
+    return distances(pos_i, pos_j), distances(neg_i, neg_j)
+
+
+def log_clustering(logger: RunLogger, round_index: int, info: dict, pseudo_labels: np.ndarray,
+                   true_pids: np.ndarray | None) -> dict:
+    """Console + metrics.jsonl + TensorBoard for one clustering round; returns the logged record."""
+    sizes = np.asarray(info["cluster_sizes"])
+    edges = [1, 2, 4, 8, 16, 32, 64, 128, np.inf]
+    histogram = {f"{int(lo)}-{'inf' if hi == np.inf else int(hi) - 1}": int(((sizes >= lo) & (sizes < hi)).sum())
+                 for lo, hi in zip(edges[:-1], edges[1:])}
+    record = {"round": round_index, "num_clusters": int(info["num_clusters"]),
+              "num_outliers": int(info["num_outliers"]), "num_samples": int(len(pseudo_labels)),
+              "eps": float(info["eps"]), "cluster_size_histogram": histogram, "seconds": float(info["seconds"])}
+    line = (f"round {round_index}: {record['num_clusters']} clusters, {record['num_outliers']} outliers "
+            f"of {record['num_samples']}, eps {record['eps']:.4f}, sizes {histogram}")
+    if true_pids is not None:
+        quality = pseudo_label_quality(pseudo_labels, true_pids)
+        record["diagnostic_uses_target_labels"] = quality
+        line += (f" | [uses target labels] pairwise precision {quality['precision']:.3f} "
+                 f"recall {quality['recall']:.3f} NMI {quality['nmi']:.3f}")
+        logger.scalars("pseudo_labels_diagnostic_uses_labels", quality, round_index)
+    logger.info(line)
+    logger.record("cluster", **record)
+    logger.scalars("cluster", {k: record[k] for k in ("num_clusters", "num_outliers", "eps")}, round_index)
+    if len(sizes):
+        logger.histogram("cluster/sizes", sizes, round_index)
+    return record
+
+
+def log_distance_histograms(logger: RunLogger, tag: str, positives: np.ndarray, negatives: np.ndarray,
+                            step: int) -> dict:
+    """TensorBoard histograms of positive and negative pair distances (the picture GDS-H is about)."""
+    logger.histogram(f"{tag}/positive", positives, step)
+    logger.histogram(f"{tag}/negative", negatives, step)
+    summary = {}
+    for name, values in (("positive", positives), ("negative", negatives)):
+        if len(values):
+            summary[f"{name}_mean"] = float(values.mean())
+            summary[f"{name}_std"] = float(values.std())
+    logger.scalars(tag, summary, step)
+    return summary

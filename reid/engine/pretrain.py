@@ -1,0 +1,80 @@
+"""Stage 1: supervised training on the labelled source domain (label-smoothed CE + batch-hard triplet)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from reid.config import Config
+from reid.data.datasets import ReidDataset
+from reid.data.loaders import build_train_loader
+from reid.engine.checkpoint import load_model_weights, save_checkpoint, training_state
+from reid.engine.logging import RunLogger
+from reid.engine.trainer import Trainer, build_optimizer, derive_seed, seed_everything, warmup_multistep
+from reid.evaluation.evaluator import evaluate_dataset, format_metrics
+from reid.losses import CrossEntropyLabelSmooth, TripletLoss
+
+
+def run_pretrain(cfg: Config, model: torch.nn.Module, source: ReidDataset, target: ReidDataset | None,
+                 device: torch.device, logger: RunLogger, run_dir: Path, resume: dict | None = None) -> dict:
+    """Train ``model`` (which must carry a classifier of ``source.num_train_pids`` outputs) on ``source.train``,
+    then evaluate on the source test split and (direct transfer) on the target test split.
+
+    Writes ``checkpoints/last.pt`` after every epoch and ``checkpoints/source.pt`` at the end.
+    Returns {"source": metrics, "target": metrics} (either may be missing when disabled).
+    """
+    p = cfg.pretrain
+    optimizer = build_optimizer(model, p.optimizer, p.lr, p.weight_decay, p.momentum)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_multistep(p.warmup_epochs, p.milestones, p.gamma))
+    trainer = Trainer(model, optimizer, scheduler, device, cfg.amp, logger, cfg.output.log_every)
+    start_epoch = 0
+    if resume is not None and resume["stage"] == "pretrain":
+        load_model_weights(model, resume, "resume checkpoint")
+        trainer.load_state_dict(resume["trainer"])
+        start_epoch = int(resume["epoch"])
+        logger.info(f"stage 1: resuming after epoch {start_epoch}/{p.epochs}")
+
+    cross_entropy = CrossEntropyLabelSmooth(source.num_train_pids, cfg.loss.label_smoothing)
+    triplet = TripletLoss(cfg.loss.triplet_margin, cfg.loss.triplet_normalize)
+
+    def loss_fn(outputs: dict[str, torch.Tensor], pids: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        loss_ce = cross_entropy(outputs["logits"], pids)
+        loss_triplet, stats = triplet(outputs["features"], pids)
+        accuracy = (outputs["logits"].argmax(dim=1) == pids).float().mean()
+        return loss_ce + loss_triplet, {"ce": loss_ce.item(), "triplet": loss_triplet.item(), "acc": accuracy.item()}
+
+    d = cfg.data
+    loader = build_train_loader(source.train, d.height, d.width, d.batch_size, d.num_instances, d.workers,
+                                seed=derive_seed(cfg.seed, "pretrain"), flip_prob=d.flip_prob, pad=d.pad,
+                                random_erasing_prob=d.random_erasing_prob)
+    iters = p.iters_per_epoch or len(loader)
+    logger.info(f"stage 1: {len(source.train)} images / {source.num_train_pids} ids, {p.epochs} epochs x {iters} iters")
+    for epoch in range(start_epoch, p.epochs):
+        seed_everything(derive_seed(cfg.seed, "pretrain", epoch))
+        loader.sampler.set_epoch(epoch)
+        terms = trainer.train_epoch(loader, loss_fn, iters, tag=f"pretrain {epoch + 1}/{p.epochs}")
+        scheduler.step()
+        logger.info(f"pretrain epoch {epoch + 1}/{p.epochs} " + " ".join(f"{k} {v:.4f}" for k, v in terms.items()))
+        logger.record("pretrain_epoch", epoch=epoch + 1, step=trainer.step, **terms)
+        logger.scalars("pretrain_epoch", terms, epoch + 1)
+        save_checkpoint(training_state(cfg, model, trainer, stage="pretrain", epoch=epoch + 1),
+                        run_dir / "checkpoints" / "last.pt")
+
+    metrics = {}
+    evals = [("source", source, p.eval_source), ("target", target, p.eval_target and target is not None)]
+    for name, dataset, enabled in evals:
+        if not enabled:
+            continue
+        result = evaluate_dataset(model, dataset.query, dataset.gallery, height=d.height, width=d.width,
+                                  batch_size=d.test_batch_size, workers=d.workers, device=device,
+                                  flip=cfg.eval.flip, max_rank=cfg.eval.max_rank, amp=cfg.amp)
+        metrics[name] = result.metrics
+        label = "source test (supervised)" if name == "source" else "target test (direct transfer)"
+        logger.info(f"stage 1 {label}: {format_metrics(result.metrics)}")
+        logger.record("eval", stage="pretrain", split=f"{name}_test", **result.metrics)
+        logger.scalars(f"eval_pretrain/{name}_test", {k: v for k, v in result.metrics.items() if k != "cmc"}, 0)
+    state = training_state(cfg, model, trainer, stage="adapt", epoch=0, round=0, extra={"pretrain_metrics": metrics})
+    save_checkpoint(state, run_dir / "checkpoints" / "source.pt")
+    save_checkpoint(state, run_dir / "checkpoints" / "last.pt")
+    return metrics

@@ -1,0 +1,133 @@
+"""The shared epoch loop (both stages): forward, loss, AMP-aware backward, NaN guard, progress and logging."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import random
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from reid.engine.logging import RunLogger
+from reid.errors import TrainingError
+
+LossFn = Callable[[dict[str, torch.Tensor], torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 31-bit seed from (base seed, stage, round, epoch): every epoch starts from a known RNG state, so a run
+    resumed at an epoch boundary continues exactly as the uninterrupted run would."""
+    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def warmup_multistep(warmup_epochs: int, milestones: list[int], gamma: float, warmup_factor: float = 0.01):
+    """LR multiplier per epoch: linear warm-up from ``warmup_factor`` then step decay (the UDA_TP / BoT recipe)."""
+
+    def factor(epoch: int) -> float:
+        decay = gamma ** sum(1 for m in milestones if epoch >= m)
+        if epoch < warmup_epochs:
+            alpha = epoch / warmup_epochs
+            return (warmup_factor * (1 - alpha) + alpha) * decay
+        return decay
+
+    return factor
+
+
+def build_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float,
+                    momentum: float = 0.9) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=False)
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
+class Trainer:
+    """Holds what lives across epochs: model, optimizer, scheduler, AMP scaler, device, global step.
+
+    Args:
+        model: a :class:`reid.models.ReidNet` (possibly DDP-wrapped).
+        amp: use ``torch.autocast`` (fp16) + GradScaler; only on CUDA.
+    """
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler | None, device: torch.device, amp: bool,
+                 logger: RunLogger, log_every: int = 20):
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.device = device
+        self.amp = amp and device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.logger = logger
+        self.log_every = log_every
+        self.step = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler"):
+            self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state.get("step", 0))
+
+    def train_epoch(self, loader: DataLoader, loss_fn: LossFn, iters: int, tag: str) -> dict[str, float]:
+        """Run ``iters`` optimisation steps (cycling the loader if needed); returns the mean of each loss term.
+
+        Raises TrainingError on a non-finite loss, before the optimizer step (weights stay at the last good step).
+        """
+        self.model.train()
+        sums: dict[str, float] = {}
+        iterator = iter(loader)
+        show = self.logger.enabled and not self.logger.quiet
+        progress = tqdm(range(iters), desc=tag, leave=False, disable=not show, dynamic_ncols=True)
+        autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else contextlib.nullcontext()
+        for it in progress:
+            try:
+                images, pids, _, _ = next(iterator)
+            except StopIteration:
+                iterator = iter(loader)
+                images, pids, _, _ = next(iterator)
+            images = images.to(self.device, non_blocking=True)
+            pids = pids.to(self.device, non_blocking=True)
+            with autocast:
+                outputs = self.model(images)
+            outputs = {k: v.float() for k, v in outputs.items()}
+            loss, terms = loss_fn(outputs, pids)
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"{tag}: loss became {loss.item()} at step {self.step} (iteration {it}); weights kept at the "
+                    f"last good checkpoint. Lower the learning rate{' or set amp: false' if self.amp else ''}.")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.step += 1
+            terms = {"loss": loss.item(), **terms}
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + value
+            if self.step % self.log_every == 0:
+                self.logger.scalars("train", {**terms, "lr": self.optimizer.param_groups[0]["lr"]}, self.step)
+            if show:
+                progress.set_postfix({k: f"{v:.3f}" for k, v in list(terms.items())[:4]})
+        progress.close()
+        return {name: total / max(iters, 1) for name, total in sums.items()}

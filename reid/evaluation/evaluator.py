@@ -1,0 +1,52 @@
+"""Evaluate a model on a query/gallery split: features -> distances (optionally re-ranked) -> CMC / mAP / mINP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from reid.data.loaders import build_test_loader
+from reid.evaluation.features import extract_features, pairwise_distance
+from reid.evaluation.metrics import evaluate_rank
+from reid.evaluation.rerank import re_ranking
+
+Item = tuple[str, int, int]
+
+
+@dataclass
+class EvalResult:
+    """``metrics``: {"mAP", "mINP", "R1", "R5", "R10", "cmc"} as fractions; ``distmat``: (Q, G) used for ranking."""
+
+    metrics: dict
+    distmat: np.ndarray
+    query_features: torch.Tensor
+    gallery_features: torch.Tensor
+
+
+def summarize(result: dict) -> dict:
+    """evaluate_rank output -> flat metrics with R1/R5/R10 (fractions)."""
+    cmc = np.asarray(result["cmc"])
+    ranks = {f"R{r}": float(cmc[min(r, len(cmc)) - 1]) for r in (1, 5, 10)}
+    return {"mAP": float(result["mAP"]), "mINP": float(result["mINP"]), **ranks, "cmc": cmc.tolist()}
+
+
+def evaluate_dataset(model: torch.nn.Module, query: list[Item], gallery: list[Item], *, height: int, width: int,
+                     batch_size: int = 128, workers: int = 0, device: torch.device | str = "cpu",
+                     flip: bool = False, rerank: bool = False, max_rank: int = 50, amp: bool = False,
+                     distributed: bool = False) -> EvalResult:
+    """Market-1501-protocol evaluation of ``model`` on one test split (see :func:`evaluate_rank`)."""
+    query_loader = build_test_loader(query, height, width, batch_size, workers, distributed=distributed)
+    gallery_loader = build_test_loader(gallery, height, width, batch_size, workers, distributed=distributed)
+    qf, q_pids, q_camids = extract_features(model, query_loader, device, flip=flip, amp=amp)
+    gf, g_pids, g_camids = extract_features(model, gallery_loader, device, flip=flip, amp=amp)
+    distmat = pairwise_distance(qf, gf)
+    if rerank:
+        distmat = re_ranking(distmat, pairwise_distance(qf, qf), pairwise_distance(gf, gf))
+    result = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank)
+    return EvalResult(summarize(result), distmat, qf, gf)
+
+
+def format_metrics(metrics: dict) -> str:
+    return " ".join(f"{k} {100 * metrics[k]:5.1f}" for k in ("R1", "R5", "R10", "mAP", "mINP"))

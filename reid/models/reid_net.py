@@ -1,0 +1,80 @@
+"""Re-ID network: backbone -> pooling (avg | GeM) -> optional embedding -> BNNeck -> optional classifier."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reid.models.backbones import build_backbone
+
+
+class GeneralizedMeanPooling(nn.Module):
+    """GeM pooling (Radenovic et al. 2018) with a learnable exponent p: (B, C, H, W) -> (B, C)."""
+
+    def __init__(self, p: float = 3.0, eps: float = 1e-6):
+        super().__init__()
+        self.p = nn.Parameter(torch.tensor(float(p)))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(min=self.eps).pow(self.p).mean(dim=(2, 3)).pow(1.0 / self.p)
+
+
+class ReidNet(nn.Module):
+    """Backbone + BNNeck (Luo et al. 2019).
+
+    Train mode returns a dict: ``features`` (B, D) the pooled (and projected) feature before the BNNeck, used by
+    the triplet and GDS losses; ``bn_features`` (B, D) after it; ``logits`` (B, C) when a classifier is attached.
+    Eval mode returns the retrieval embedding (B, D): after the BNNeck (``neck_feat="after"``, the usual choice
+    for ID-trained models) or before it (``"before"``).
+    """
+
+    def __init__(self, backbone: nn.Module, in_dim: int, num_classes: int = 0, pooling: str = "avg",
+                 gem_p: float = 3.0, embedding_dim: int = 0, neck_feat: str = "after"):
+        super().__init__()
+        self.backbone = backbone
+        self.pool = GeneralizedMeanPooling(gem_p) if pooling == "gem" else None
+        self.embedding = None
+        self.feat_dim = in_dim
+        if embedding_dim:
+            self.embedding = nn.Linear(in_dim, embedding_dim, bias=False)
+            nn.init.kaiming_normal_(self.embedding.weight, mode="fan_out")
+            self.feat_dim = embedding_dim
+        self.bnneck = nn.BatchNorm1d(self.feat_dim)
+        self.bnneck.bias.requires_grad_(False)  # BNNeck: no shift, so the BN output stays centred for the classifier
+        nn.init.ones_(self.bnneck.weight)
+        nn.init.zeros_(self.bnneck.bias)
+        self.neck_feat = neck_feat
+        self.classifier = None
+        if num_classes:
+            self.reset_classifier(num_classes)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Attach a fresh classifier with ``num_classes`` outputs (0 removes it)."""
+        if num_classes == 0:
+            self.classifier = None
+            return
+        self.classifier = nn.Linear(self.feat_dim, num_classes, bias=False)
+        nn.init.normal_(self.classifier.weight, std=0.001)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        fmap = self.backbone(images)
+        features = self.pool(fmap) if self.pool is not None else F.adaptive_avg_pool2d(fmap, 1).flatten(1)
+        if self.embedding is not None:
+            features = self.embedding(features)
+        bn_features = self.bnneck(features)
+        if not self.training:
+            return bn_features if self.neck_feat == "after" else features
+        out = {"features": features, "bn_features": bn_features}
+        if self.classifier is not None:
+            out["logits"] = self.classifier(bn_features)
+        return out
+
+
+def build_model(arch: str = "resnet50", pretrained: str = "imagenet", last_stride: int = 1, num_classes: int = 0,
+                pooling: str = "avg", gem_p: float = 3.0, embedding_dim: int = 0, neck_feat: str = "after") -> ReidNet:
+    """Build a :class:`ReidNet`. Example: ``build_model(arch="resnet50", num_classes=751)``."""
+    backbone, channels = build_backbone(arch=arch, last_stride=last_stride, pretrained=pretrained)
+    return ReidNet(backbone, channels, num_classes=num_classes, pooling=pooling, gem_p=gem_p,
+                   embedding_dim=embedding_dim, neck_feat=neck_feat)
