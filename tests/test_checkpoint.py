@@ -1,0 +1,105 @@
+"""reid/engine/checkpoint.py: atomic writes, safe loading, RNG round trip, architecture mismatch."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from reid.config import load_config
+from reid.engine.checkpoint import (
+    find_resume,
+    load_checkpoint,
+    load_model_weights,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    training_state,
+)
+from reid.errors import CheckpointError
+from reid.models import build_model
+
+
+def test_rng_states_round_trip_through_a_checkpoint(tmp_path: Path) -> None:
+    save_checkpoint({"rng": rng_state()}, tmp_path / "c.pt")
+    expected = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    set_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"])
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected
+
+
+def test_training_state_restores_weights_exactly(tmp_path: Path) -> None:
+    cfg = load_config(None, ["model.arch=resnet18"])
+    model = build_model(arch="resnet18", pretrained="none", num_classes=3)
+    save_checkpoint(training_state(cfg, model, None, stage="pretrain", epoch=2), tmp_path / "last.pt")
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["stage"] == "pretrain" and state["epoch"] == 2 and state["config"]["model"]["arch"] == "resnet18"
+    other = build_model(arch="resnet18", pretrained="none", num_classes=3)
+    load_model_weights(other, state, "last.pt")
+    for key, value in model.state_dict().items():
+        assert torch.equal(other.state_dict()[key], value), key
+
+
+def test_checkpoint_of_another_architecture_is_a_one_line_error(tmp_path: Path) -> None:
+    cfg = load_config(None, ["model.arch=resnet18"])
+    save_checkpoint(training_state(cfg, build_model(arch="resnet18", pretrained="none"), None, stage="pretrain"),
+                    tmp_path / "r18.pt")
+    target = build_model(arch="resnet34", pretrained="none")
+    with pytest.raises(CheckpointError, match="r18.pt: does not fit the model: .* checkpoint arch 'resnet18'"):
+        load_model_weights(target, load_checkpoint(tmp_path / "r18.pt"), str(tmp_path / "r18.pt"))
+
+
+def test_truncated_and_missing_checkpoints_are_one_line_errors(tmp_path: Path) -> None:
+    save_checkpoint({"model": {"w": torch.randn(1000)}}, tmp_path / "good.pt")
+    data = (tmp_path / "good.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="cut.pt: unreadable or truncated checkpoint"):
+        load_checkpoint(tmp_path / "cut.pt")
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch pwned-by-checkpoint",))
+
+
+def test_a_pickle_that_would_execute_code_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with open(tmp_path / "evil.pt", "wb") as handle:
+        torch.save({"model": _Exploit()}, handle, pickle_module=pickle)
+    with pytest.raises(CheckpointError, match="refused to load"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert not (tmp_path / "pwned-by-checkpoint").exists()
+
+
+def test_failed_write_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
+    save_checkpoint({"value": torch.tensor(1.0)}, tmp_path / "last.pt")
+
+    class Unsaveable:  # torch.save fails midway, like a full disk
+        def __reduce__(self):
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(CheckpointError, match="No space left on device"):
+        save_checkpoint({"value": torch.tensor(2.0), "bad": Unsaveable()}, tmp_path / "last.pt")
+    assert load_checkpoint(tmp_path / "last.pt")["value"].item() == 1.0
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
+
+
+def test_unwritable_checkpoint_folder(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(CheckpointError, match="cannot write checkpoint"):
+        save_checkpoint({"a": 1}, blocker / "sub" / "last.pt")
+
+
+def test_find_resume_auto(tmp_path: Path) -> None:
+    assert find_resume(tmp_path, "auto") is None
+    save_checkpoint({"a": 1}, tmp_path / "checkpoints" / "last.pt")
+    assert find_resume(tmp_path, "auto") == tmp_path / "checkpoints" / "last.pt"
+    with pytest.raises(CheckpointError, match="not found"):
+        find_resume(tmp_path, str(tmp_path / "missing.pt"))
