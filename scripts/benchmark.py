@@ -1,0 +1,141 @@
+"""Benchmarks, each a ratio against a baseline run side by side on the same machine.
+
+    python scripts/benchmark.py eval      # Market-sized evaluate_rank vs. a per-query-loop (torchreid-style) baseline
+    python scripts/benchmark.py cluster   # Jaccard + eps + DBSCAN at N = 16,522 (and --large: 100,000) x 2048
+    python scripts/benchmark.py train     # Trainer.train_epoch throughput vs. a bare forward/backward loop
+    python scripts/benchmark.py loader    # data-loader images/s on real images
+    python scripts/benchmark.py all
+
+Results are appended as JSON lines to outputs/benchmarks.jsonl (and printed); docs/BENCHMARKS.md records them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+
+def bench_eval(args: argparse.Namespace) -> dict:
+    from reid.evaluation.benchmark_eval import benchmark_evaluation
+
+    return benchmark_evaluation(num_query=args.num_query, num_gallery=args.num_gallery)
+
+
+def bench_cluster(args: argparse.Namespace) -> dict:
+    from reid.cluster.benchmark_cluster import benchmark_clustering
+
+    sizes = [16522] + ([100000] if args.large else [])
+    return {str(n): benchmark_clustering(n, dim=2048) for n in sizes}
+
+
+def bench_train(args: argparse.Namespace) -> dict:
+    """Images/s of the full training step (sampler, loader, losses, logging) vs. a bare loop on cached tensors."""
+    import tempfile
+
+    from reid.data.datasets import build_dataset
+    from reid.data.loaders import build_train_loader
+    from reid.data.synthetic import ensure_synthetic
+    from reid.engine.logging import RunLogger
+    from reid.engine.trainer import Trainer, build_optimizer
+    from reid.losses import GDSLoss, TripletLoss
+    from reid.models import build_model
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    root = ensure_synthetic("synth-a", Path(args.data_dir) / "synth-a")
+    items = build_dataset("market-format", root).train
+    height, width, batch = args.height, args.width, args.batch_size
+    model = build_model(arch=args.arch, pretrained="none").to(device)
+    triplet, gds = TripletLoss(0.5), GDSLoss().to(device)
+
+    def loss_fn(outputs, pids):
+        loss_triplet, _ = triplet(outputs["features"], pids)
+        return loss_triplet + gds(outputs["features"], pids), {}
+
+    amp = device.type == "cuda"
+    with tempfile.TemporaryDirectory() as tmp:
+        logger = RunLogger(tmp, quiet=True)
+        trainer = Trainer(model, build_optimizer(model, "adam", 3.5e-4, 5e-4), None, device, amp, logger)
+        loader = build_train_loader(items, height, width, batch, 4, args.workers, seed=0)
+        trainer.train_epoch(loader, loss_fn, 2, "warm-up")
+        start = time.perf_counter()
+        trainer.train_epoch(loader, loss_fn, args.iters, "bench")
+        framework = args.iters * batch / (time.perf_counter() - start)
+        logger.close()
+    # baseline: the same model, losses and batch size on pre-loaded tensors, no sampler / loader / logging
+    images = torch.randn(batch, 3, height, width, device=device)
+    pids = torch.arange(batch // 4, device=device).repeat_interleave(4)
+    optimizer = build_optimizer(model, "adam", 3.5e-4, 5e-4)
+    autocast = torch.autocast("cuda", dtype=torch.float16) if amp else torch.autocast("cpu", enabled=False)
+    model.train()
+    start = None
+    for it in range(args.iters + 2):
+        if it == 2:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+        with autocast:
+            outputs = model(images)
+        loss, _ = loss_fn({k: v.float() for k, v in outputs.items()}, pids)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    bare = args.iters * batch / (time.perf_counter() - start)
+    return {"device": str(device), "arch": args.arch, "image": f"{height}x{width}", "batch": batch,
+            "workers": args.workers, "framework_img_per_s": round(framework, 2), "bare_img_per_s": round(bare, 2),
+            "ratio": round(framework / bare, 3)}
+
+
+def bench_loader(args: argparse.Namespace) -> dict:
+    from reid.data.datasets import build_dataset
+    from reid.data.loaders import build_train_loader
+    from reid.data.synthetic import ensure_synthetic
+
+    root = ensure_synthetic("synth-a", Path(args.data_dir) / "synth-a")
+    items = build_dataset("market-format", root).train
+    loader = build_train_loader(items, args.height, args.width, args.batch_size, 4, args.workers, seed=0)
+    count, start = 0, time.perf_counter()
+    for images, *_ in loader:
+        count += images.shape[0]
+    return {"images": count, "img_per_s": round(count / (time.perf_counter() - start), 1), "workers": args.workers,
+            "image": f"{args.height}x{args.width}"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["eval", "cluster", "train", "loader", "all"])
+    parser.add_argument("--num-query", type=int, default=3368)
+    parser.add_argument("--num-gallery", type=int, default=15913)
+    parser.add_argument("--large", action="store_true", help="cluster: also N = 100,000")
+    parser.add_argument("--arch", default="resnet50")
+    parser.add_argument("--height", type=int, default=256)
+    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--data-dir", default="data/synthetic")
+    parser.add_argument("--results", default="outputs/benchmarks.jsonl")
+    args = parser.parse_args()
+    jobs = {"eval": bench_eval, "cluster": bench_cluster, "train": bench_train, "loader": bench_loader}
+    names = list(jobs) if args.what == "all" else [args.what]
+    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        result = jobs[name](args)
+        row = {"benchmark": name, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "machine": f"{platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}",
+               "result": result}
+        print(json.dumps(row, indent=2))
+        with open(args.results, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
