@@ -1,0 +1,150 @@
+"""GDSLoss under torch.distributed (gloo, 2 CPU processes): global statistics pooled over ranks.
+
+Pairs are formed within each rank's local batch only, so the expected values are those of one process whose pair
+set is the union of the two local pair sets, computed here by a plain float64 reference.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from reid.losses import GDSLoss
+
+WORLD_SIZE = 2
+LOCAL_BATCH = 8
+SETTINGS = dict(momentum=0.7, lambda_sigma=0.5, lambda_h=1.0, kappa=1.0, normalize=True, hard=True)
+# per step: global labels, rank 0 holds the first 8 and rank 1 the last 8. Label 0 appears on both ranks in
+# step 0 (no cross-rank pair is formed); in step 1 rank 1 has no positive pair of its own.
+GLOBAL_LABELS = [
+    [0, 0, 1, 1, 2, 2, 3, 3] + [4, 4, 5, 5, 0, 0, 6, 7],
+    [0, 0, 1, 1, 2, 2, 3, 3] + [0, 1, 2, 3, 4, 5, 6, 7],
+    [1, 1, 1, 1, 2, 2, 2, 2] + [3, 3, 3, 4, 4, 4, 5, 5],
+]
+
+
+def _global_features() -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(11)
+    return [torch.randn(WORLD_SIZE * LOCAL_BATCH, 5, generator=generator) for _ in GLOBAL_LABELS]
+
+
+def _worker(rank: int, port: int, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD_SIZE)
+    try:
+        module = GDSLoss(**SETTINGS)
+        local = slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)
+        records = []
+        for features, labels in zip(_global_features(), GLOBAL_LABELS):
+            local_features = features[local].clone().requires_grad_(True)
+            loss = module(local_features, torch.tensor(labels[local]))
+            (grad,) = torch.autograd.grad(loss, local_features)
+            records.append(
+                {
+                    "loss": loss.item(),
+                    "grad": grad,
+                    "buffers": {name: value.clone() for name, value in module.state_dict().items()},
+                    "terms": dict(module.last_terms),
+                }
+            )
+        torch.save(records, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _reference_steps() -> list[dict]:
+    """GDS.md over the union of the per-rank pair sets, float64; gradient w.r.t. the global batch."""
+    stored = {"pos": None, "neg": None}
+    beta = SETTINGS["momentum"]
+    steps = []
+    for features, labels in zip(_global_features(), GLOBAL_LABELS):
+        features = features.double().requires_grad_(True)
+        rows = [row / torch.sqrt((row * row).sum()) for row in features]
+        distances = {"pos": [], "neg": []}
+        for rank in range(WORLD_SIZE):
+            indices = range(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)
+            for i, j in itertools.combinations(indices, 2):
+                side = "pos" if labels[i] == labels[j] else "neg"
+                distances[side].append(torch.sqrt(((rows[i] - rows[j]) ** 2).sum()))
+        used = {}
+        for side, values in distances.items():
+            mean = sum(values) / len(values)
+            var = sum((value - mean) ** 2 for value in values) / len(values)
+            if stored[side] is not None:
+                mean = beta * stored[side][0] + (1 - beta) * mean
+                var = beta * stored[side][1] + (1 - beta) * var
+            stored[side] = (mean.item(), var.item())
+            used[side] = (mean, var)
+        (mu_pos, var_pos), (mu_neg, var_neg) = used["pos"], used["neg"]
+        l_gds = torch.log1p(torch.exp(mu_pos - mu_neg)) + SETTINGS["lambda_sigma"] * (var_pos + var_neg)
+        l_h = torch.log1p(torch.exp((mu_pos + var_pos.sqrt()) - (mu_neg - var_neg.sqrt())))
+        loss = l_gds + SETTINGS["lambda_h"] * l_h
+        (grad,) = torch.autograd.grad(loss, features)
+        steps.append(
+            {
+                "loss": loss.item(),
+                "grad": grad,
+                "stats": [*stored["pos"], *stored["neg"]],
+                "counts": (len(distances["pos"]), len(distances["neg"])),
+            }
+        )
+    return steps
+
+
+def test_two_ranks_share_global_statistics_equal_to_the_pooled_pair_sets(tmp_path):
+    # fork (as DataLoader workers do) takes ~1 s here, spawn ~10 s of re-importing torch; each worker sets one thread
+    start_method = "fork" if sys.platform.startswith("linux") else "spawn"
+    context = mp.start_processes(
+        _worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD_SIZE, join=False, start_method=start_method
+    )
+    deadline = time.monotonic() + 60
+    while not context.join(timeout=1.0):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.terminate()
+            pytest.fail("distributed GDS workers did not finish within 60 s")
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(WORLD_SIZE)]
+
+    for step, expected in enumerate(_reference_steps()):
+        rank0, rank1 = ranks[0][step], ranks[1][step]
+        # every rank holds the same global statistics and the same loss
+        assert rank0["loss"] == rank1["loss"], f"step {step}"
+        for name, value in rank0["buffers"].items():
+            assert torch.equal(value, rank1["buffers"][name]), (
+                f"step {step}: buffer {name} differs between ranks"
+            )
+        # ... and they are those of the pooled pair sets
+        buffers = rank0["buffers"]
+        stats = [
+            buffers["mu_pos"].item(),
+            buffers["var_pos"].item(),
+            buffers["mu_neg"].item(),
+            buffers["var_neg"].item(),
+        ]
+        assert stats == pytest.approx(expected["stats"], abs=1e-6), f"step {step}"
+        assert rank0["loss"] == pytest.approx(expected["loss"], abs=1e-5), f"step {step}"
+        assert (rank0["terms"]["num_pos_pairs"], rank0["terms"]["num_neg_pairs"]) == expected["counts"]
+        # gradient convention: rank r gets world_size * dL/df_r, so DDP's average over ranks is dL/dtheta
+        for rank, record in enumerate((rank0, rank1)):
+            local = slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)
+            torch.testing.assert_close(
+                record["grad"].double(),
+                WORLD_SIZE * expected["grad"][local],
+                atol=1e-5,
+                rtol=0,
+                msg=f"step {step}",
+            )
