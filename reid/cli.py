@@ -128,7 +128,7 @@ def _train(argv: list[str] | None) -> int:
         resume = None
     else:
         summary["pretrain"] = resume.get("pretrain_metrics", {})
-    if cfg.adapt.enabled and cfg.adapt.rounds > 0 and stage != "done":
+    if cfg.adapt.enabled and cfg.adapt.rounds > 0:
         summary["adapt"] = run_adapt(cfg, model, target, device, logger, run_dir, resume)
     if distributed.is_main():
         with open(run_dir / "summary.json", "w", encoding="utf-8") as handle:

@@ -41,7 +41,7 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
     gds = GDSLoss(g.momentum, g.lambda_sigma, g.lambda_h, g.kappa, g.normalize, g.hard).to(device)
     eps = None if c.eps == "auto" else float(c.eps)
     start_round, start_epoch, pseudo_labels, history = 0, 0, None, []
-    if resume is not None and resume["stage"] == "adapt":
+    if resume is not None and resume["stage"] in ("adapt", "done"):  # "done" + more rounds: continue
         load_model_weights(model, resume, "resume checkpoint", skip_classifier=True)
         if "gds" in resume:  # written by this stage (source.pt carries the stage-1 optimizer, not ours)
             trainer.load_state_dict(resume["trainer"])
@@ -122,9 +122,7 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
                             run_dir / "checkpoints" / "last.pt")
     if distributed.is_main():
         state = _state(cfg, model, trainer, gds, a.rounds, 0, eps, None, history)
-        state["stage"] = "done"
-        save_checkpoint(state, run_dir / "checkpoints" / "final.pt")
-        save_checkpoint(state, run_dir / "checkpoints" / "last.pt")
+        save_checkpoint({**state, "stage": "done"}, run_dir / "checkpoints" / "final.pt")
         if history:
             best = max(history, key=lambda row: row["mAP"])
             logger.info(f"final (last round) target mAP {100 * history[-1]['mAP']:.1f}; best on test, reported "

@@ -68,8 +68,8 @@ def log_clustering(logger: RunLogger, round_index: int, info: dict, pseudo_label
     if true_pids is not None:
         quality = pseudo_label_quality(pseudo_labels, true_pids)
         record["diagnostic_uses_target_labels"] = quality
-        line += (f" | [uses target labels] pairwise precision {quality['precision']:.3f} "
-                 f"recall {quality['recall']:.3f} NMI {quality['nmi']:.3f}")
+        line += (f" | [uses target labels] pairwise precision {quality['pairwise_precision']:.3f} "
+                 f"recall {quality['pairwise_recall']:.3f} NMI {quality['nmi']:.3f}")
         logger.scalars("pseudo_labels_diagnostic_uses_labels", quality, round_index)
     logger.info(line)
     logger.record("cluster", **record)
