@@ -1,0 +1,21 @@
+"""Pseudo-label generation: faiss k-NN, k-reciprocal Jaccard distance (sparse), DBSCAN, diagnostics."""
+
+from __future__ import annotations
+
+from reid.cluster.jaccard import jaccard_distance
+from reid.cluster.knn import knn_search
+from reid.cluster.pseudo_labels import (
+    cluster_dbscan,
+    compute_eps,
+    generate_pseudo_labels,
+    pseudo_label_quality,
+)
+
+__all__ = [
+    "cluster_dbscan",
+    "compute_eps",
+    "generate_pseudo_labels",
+    "jaccard_distance",
+    "knn_search",
+    "pseudo_label_quality",
+]

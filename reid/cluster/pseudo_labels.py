@@ -1,0 +1,176 @@
+"""Pseudo-labels from a Jaccard distance matrix: DBSCAN, the UDA_TP eps rule, and quality diagnostics.
+
+Distances come as a sparse (N, N) matrix from :func:`reid.cluster.jaccard.jaccard_distance`: stored entries
+are distances < 1 (explicit zeros included), an absent entry means distance 1.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.cluster import DBSCAN
+from sklearn.metrics import normalized_mutual_info_score
+
+from reid.cluster.jaccard import jaccard_distance
+from reid.errors import TrainingError
+
+
+def cluster_dbscan(dist: sp.csr_matrix | np.ndarray, eps: float, min_samples: int = 4) -> np.ndarray:
+    """DBSCAN on precomputed distances.
+
+    Args:
+        dist: (N, N) distances in [0, 1]: a sparse matrix whose absent entries mean 1 (never a neighbour,
+            as eps < 1) and whose stored zeros mean 0 (a neighbour), or a dense array.
+        eps: neighbourhood radius, 0 < eps < 1; j is a neighbour of i when dist[i, j] <= eps.
+        min_samples: neighbours (the point itself included) that make a core point.
+
+    Returns:
+        (N,) int64 labels: clusters 0..C-1 (numbered as sklearn finds them), -1 for outliers.
+    """
+    if not 0 < eps < 1:
+        raise ValueError(f"eps must be in (0, 1) for Jaccard distances, got eps={eps}")
+    if sp.issparse(dist):
+        # csr keeps explicit zeros as stored distances; sklearn only counts stored entries as neighbours.
+        dist = sp.csr_matrix(dist)
+    else:
+        dist = np.asarray(dist)
+    if dist.ndim != 2 or dist.shape[0] != dist.shape[1]:
+        raise ValueError(f"dist must be a square (N, N) matrix, got shape {dist.shape}")
+    model = DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed", n_jobs=-1)
+    return model.fit_predict(dist).astype(np.int64)
+
+
+def compute_eps(dist: sp.csr_matrix | np.ndarray, num_samples: int, rho: float = 1.6e-3) -> float:
+    """UDA_TP eps rule: the mean of the smallest round(rho·N(N-1)/2) distances between pairs i < j.
+
+    Pairs absent from a sparse ``dist`` count as distance 1, so when fewer pairs are stored than needed the
+    mean is padded with ones. The count is rounded half to even (``np.round``) and is at least 1.
+
+    Args:
+        dist: (N, N) distances, sparse (absent = 1) or dense. Only the strict upper triangle is read.
+        num_samples: N, checked against ``dist``.
+        rho: fraction of the N(N-1)/2 pairs to average, in (0, 1].
+
+    Returns:
+        eps, a float in [0, 1].
+    """
+    if dist.shape != (num_samples, num_samples):
+        raise ValueError(f"dist has shape {dist.shape}, expected ({num_samples}, {num_samples})")
+    if not 0 < rho <= 1:
+        raise ValueError(f"rho must be in (0, 1], got rho={rho}")
+    if num_samples < 2:
+        raise ValueError(f"compute_eps needs at least 2 samples, got {num_samples}")
+    num_pairs = num_samples * (num_samples - 1) // 2
+    top_num = max(1, int(np.round(rho * num_pairs)))
+    if sp.issparse(dist):
+        upper = sp.triu(dist, k=1, format="coo")
+        values = upper.data.astype(np.float64)
+    else:
+        values = np.asarray(dist, dtype=np.float64)[np.triu_indices(num_samples, k=1)]
+    if values.size > top_num:
+        values = np.partition(values, top_num - 1)[:top_num]
+    total = values.sum() + (top_num - values.size)  # absent pairs are at distance 1
+    return float(total / top_num)
+
+
+def generate_pseudo_labels(
+    features: np.ndarray,
+    eps: float | None,
+    k1: int = 20,
+    k2: int = 6,
+    min_samples: int = 4,
+    rho: float = 1.6e-3,
+) -> tuple[np.ndarray, dict]:
+    """Jaccard distance -> eps (UDA_TP rule when ``eps`` is None) -> DBSCAN.
+
+    Args:
+        features: (N, D) float32 features of the target training images (L2-normalised inside).
+        eps: DBSCAN radius in (0, 1), or None to compute it with :func:`compute_eps`.
+        k1, k2: see :func:`reid.cluster.jaccard.jaccard_distance`.
+        min_samples: DBSCAN core-point size.
+        rho: see :func:`compute_eps`.
+
+    Returns:
+        labels: (N,) int64, clusters 0..C-1, -1 for outliers.
+        info: {"eps": float, "num_clusters": int, "num_outliers": int,
+               "cluster_sizes": (C,) int64 array (size of cluster c at index c), "seconds": float}.
+
+    Raises:
+        TrainingError: the eps rule gives 0 or 1 (collapsed features), so DBSCAN cannot run.
+    """
+    start = time.perf_counter()
+    dist = jaccard_distance(features, k1=k1, k2=k2)
+    if eps is None:
+        eps = compute_eps(dist, dist.shape[0], rho=rho)
+        if not 0 < eps < 1:
+            raise TrainingError(
+                f"degenerate clustering: the eps rule (rho={rho}) gave eps={eps:.6g}, outside (0, 1); "
+                "the features are collapsed (many identical rows) or too few to cluster"
+            )
+    labels = cluster_dbscan(dist, eps, min_samples=min_samples)
+    cluster_sizes = np.bincount(labels[labels >= 0], minlength=int(labels.max()) + 1 if labels.size else 0)
+    info = {
+        "eps": float(eps),
+        "num_clusters": int(cluster_sizes.size),
+        "num_outliers": int(np.count_nonzero(labels < 0)),
+        "cluster_sizes": cluster_sizes.astype(np.int64),
+        "seconds": time.perf_counter() - start,
+    }
+    return labels, info
+
+
+def pseudo_label_quality(pseudo_labels: np.ndarray, true_labels: np.ndarray) -> dict:
+    """Diagnostics of pseudo-labels against ground truth (uses labels: log it as such).
+
+    Args:
+        pseudo_labels: (N,) int cluster ids, -1 for outliers.
+        true_labels: (N,) int identities.
+
+    Returns:
+        {"pairwise_precision": pairs in one cluster that share the identity / pairs in one cluster
+             (outliers excluded; 0.0 when no cluster has two members),
+         "pairwise_recall": pairs sharing an identity that land in one cluster / pairs sharing an identity
+             (all samples; an outlier is never in a cluster with anyone; 0.0 when there is no such pair),
+         "pairwise_f1": harmonic mean of the two (0.0 when both are 0),
+         "nmi": sklearn normalized_mutual_info_score on the non-outliers (0.0 when there are none),
+         "outlier_fraction": outliers / N}, all floats in [0, 1].
+    """
+    pseudo_labels = np.asarray(pseudo_labels).ravel()
+    true_labels = np.asarray(true_labels).ravel()
+    if pseudo_labels.shape != true_labels.shape:
+        raise ValueError(
+            f"pseudo_labels and true_labels differ in length: {pseudo_labels.size} vs {true_labels.size}"
+        )
+    clustered = pseudo_labels >= 0
+    _, true_ids = np.unique(true_labels, return_inverse=True)
+
+    same_identity_pairs = _pairs(np.bincount(true_ids))
+    same_cluster_pairs = _pairs(np.bincount(pseudo_labels[clustered])) if clustered.any() else 0
+    _, joint_counts = np.unique(
+        np.stack([pseudo_labels[clustered], true_ids[clustered]]), axis=1, return_counts=True
+    )
+    both_pairs = _pairs(joint_counts)
+
+    precision = both_pairs / same_cluster_pairs if same_cluster_pairs else 0.0
+    recall = both_pairs / same_identity_pairs if same_identity_pairs else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    nmi = (
+        float(normalized_mutual_info_score(true_labels[clustered], pseudo_labels[clustered]))
+        if clustered.any()
+        else 0.0
+    )
+    return {
+        "pairwise_precision": float(precision),
+        "pairwise_recall": float(recall),
+        "pairwise_f1": float(f1),
+        "nmi": nmi,
+        "outlier_fraction": float(np.count_nonzero(~clustered) / max(1, pseudo_labels.size)),
+    }
+
+
+def _pairs(counts: np.ndarray) -> int:
+    """Number of unordered pairs within groups of the given sizes: sum of n choose 2."""
+    counts = np.asarray(counts, dtype=np.int64)
+    return int((counts * (counts - 1) // 2).sum())
