@@ -107,7 +107,7 @@ class Trainer:
             except StopIteration:
                 iterator = iter(loader)
                 images, pids, _, _ = next(iterator)
-            images = images.to(self.device, non_blocking=True)
+            images = images.to(self.device, non_blocking=True, memory_format=torch.channels_last)
             pids = pids.to(self.device, non_blocking=True)
             with autocast:
                 outputs = self.model(images)

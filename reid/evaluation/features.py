@@ -32,7 +32,7 @@ def extract_features(model: torch.nn.Module, loader: DataLoader, device: torch.d
     autocast = torch.autocast("cuda", dtype=torch.float16) if amp and device.type == "cuda" else contextlib.nullcontext()
     chunks, pid_chunks, cam_chunks, index_chunks = [], [], [], []
     for images, pids, camids, indices in loader:
-        images = images.to(device, non_blocking=True)
+        images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
         with autocast:
             embedding = model(images).float()
             if flip:

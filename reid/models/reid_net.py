@@ -76,5 +76,7 @@ def build_model(arch: str = "resnet50", pretrained: str = "imagenet", last_strid
                 pooling: str = "avg", gem_p: float = 3.0, embedding_dim: int = 0, neck_feat: str = "after") -> ReidNet:
     """Build a :class:`ReidNet`. Example: ``build_model(arch="resnet50", num_classes=751)``."""
     backbone, channels = build_backbone(arch=arch, last_stride=last_stride, pretrained=pretrained)
-    return ReidNet(backbone, channels, num_classes=num_classes, pooling=pooling, gem_p=gem_p,
-                   embedding_dim=embedding_dim, neck_feat=neck_feat)
+    model = ReidNet(backbone, channels, num_classes=num_classes, pooling=pooling, gem_p=gem_p,
+                    embedding_dim=embedding_dim, neck_feat=neck_feat)
+    # channels_last: 2-4x faster convolutions on CPU (oneDNN) and tensor cores on GPU; feed NHWC images too
+    return model.to(memory_format=torch.channels_last)
