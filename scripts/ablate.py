@@ -1,0 +1,110 @@
+"""Accuracy study: direct transfer vs. triplet baseline vs. + GDS vs. + GDS-H, over several seeds.
+
+    python scripts/ablate.py --config configs/demo.yaml --seeds 0 1 2 --out outputs/ablate-demo [--set k=v ...]
+
+Per seed, stage 1 runs once (its target-test numbers are the direct-transfer row); the three adaptation variants
+start from that same source checkpoint. Writes <out>/table.md (mean ± std over seeds), <out>/results.json and
+<out>/map_per_round.png. Every run folder stays under <out>/seed<S>/<method>/ (TensorBoard, metrics.jsonl).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from reid.cli import _train
+
+METHODS = {
+    "baseline (triplet)": ["gds.enabled=false"],
+    "+ GDS": ["gds.enabled=true", "gds.hard=false"],
+    "+ GDS-H": ["gds.enabled=true", "gds.hard=true"],
+}
+COLUMNS = ("mAP", "R1", "R5", "mINP")
+
+
+def read_rows(run_dir: Path, kind: str) -> list[dict]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [row for row in rows if row["kind"] == kind]
+
+
+def run(argv: list[str]) -> None:
+    code = _train(argv)
+    if code != 0:
+        sys.exit(f"run failed ({code}): {' '.join(argv)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args()
+    out = Path(args.out)
+    results: dict[str, dict[int, dict]] = {"direct transfer": {}, **{m: {} for m in args.methods}}
+    curves: dict[str, dict[int, list[float]]] = {m: {} for m in args.methods}
+    timings: dict[str, float] = {}
+    for seed in args.seeds:
+        common = [f"seed={seed}", *args.overrides]
+        source_dir = out / f"seed{seed}" / "source"
+        start = time.time()
+        run(["--config", args.config, "--out", str(source_dir), "--quiet", "--resume", "auto",
+             *sum([["--set", s] for s in [*common, "adapt.enabled=false"]], [])])
+        timings[f"seed{seed}/source"] = time.time() - start
+        direct = next(r for r in read_rows(source_dir, "eval") if r["split"] == "target_test")
+        results["direct transfer"][seed] = direct
+        for method in args.methods:
+            run_dir = out / f"seed{seed}" / method.replace(" ", "_").replace("(", "").replace(")", "")
+            start = time.time()
+            run(["--config", args.config, "--out", str(run_dir), "--quiet", "--resume", "auto",
+                 *sum([["--set", s] for s in [*common, *METHODS[method],
+                                                f"pretrain.checkpoint={source_dir}/checkpoints/source.pt"]], [])])
+            timings[f"seed{seed}/{method}"] = time.time() - start
+            evals = [r for r in read_rows(run_dir, "eval") if r["stage"] == "adapt"]
+            results[method][seed] = evals[-1]
+            curves[method][seed] = [r["mAP"] for r in evals]
+    write_report(out, results, curves, timings, args)
+
+
+def write_report(out: Path, results: dict, curves: dict, timings: dict, args: argparse.Namespace) -> None:
+    lines = [f"config `{args.config}`, seeds {args.seeds}, overrides {args.overrides or 'none'}", "",
+             "| method | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    for method, by_seed in results.items():
+        cells = []
+        for column in COLUMNS:
+            values = 100 * np.array([row[column] for row in by_seed.values()])
+            cells.append(f"{values.mean():.1f} ± {values.std():.1f}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    (out / "results.json").write_text(json.dumps({"results": results, "curves": curves, "seconds": timings},
+                                                 indent=1, default=float))
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.4, 4.0))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    direct = np.mean([row["mAP"] for row in results["direct transfer"].values()])
+    axes.axhline(100 * direct, color="grey", linestyle="--", label="direct transfer")
+    for method, by_seed in curves.items():
+        runs = np.array(list(by_seed.values())) * 100
+        rounds = np.arange(runs.shape[1])
+        axes.plot(rounds, runs.mean(0), marker="o", label=method)
+        axes.fill_between(rounds, runs.min(0), runs.max(0), alpha=0.15)
+    axes.set_xlabel("adaptation round")
+    axes.set_ylabel("target mAP (%)")
+    axes.legend()
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(out / "map_per_round.png", dpi=100)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
