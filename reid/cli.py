@@ -6,6 +6,7 @@ The config is parsed here, once; every component below gets the values it needs 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -16,7 +17,8 @@ import torch
 from reid import distributed
 from reid.config import Config, load_config, resolve_paths, save_config
 from reid.data.datasets import ReidDataset, build_dataset
-from reid.errors import ReidError
+from reid.data.loaders import validate_images
+from reid.errors import DatasetError, ReidError
 
 
 def pick_device(name: str) -> torch.device:
@@ -53,6 +55,38 @@ def check_writable(folder: Path) -> None:
                         "(set output.dir or --out)") from None
 
 
+def check_world_size(cfg: Config, world_size: int) -> None:
+    """Under torchrun the P identities of each global batch are split evenly over the ranks."""
+    identities = cfg.data.batch_size // cfg.data.num_instances
+    if world_size > 1 and identities % world_size:
+        raise ReidError(f"data.batch_size / data.num_instances = {identities} identities per batch must be a "
+                        f"multiple of the number of processes ({world_size}): identities are sharded across ranks")
+    uses_gds = cfg.gds.enabled and cfg.adapt.enabled and cfg.adapt.rounds > 0
+    if world_size > 1 and uses_gds and identities // world_size < 2:
+        raise ReidError(f"{identities} identities per batch over {world_size} processes leaves one per process: GDS "
+                        "pairs are formed within each process's batch, which would hold no negative pair. Raise "
+                        "data.batch_size or use fewer processes")
+    if world_size > 1 and cfg.sync_bn and pick_device(cfg.device).type != "cuda":
+        raise ReidError("sync_bn: SyncBatchNorm needs CUDA devices (nccl); set sync_bn: false for CPU (gloo) runs")
+
+
+def drop_unreadable_images(dataset: ReidDataset, role: str, logger) -> ReidDataset:
+    """``data.on_bad_image: skip``: drop the train images that cannot be decoded, with one warning line.
+
+    Train pids are relabelled 0..C-1 again in case an identity lost all its images.
+    """
+    good, bad = validate_images(dataset.train, on_bad_image="skip")
+    if not bad:
+        return dataset
+    if not good:
+        raise DatasetError(f"{dataset.root}: none of the {len(bad)} {role} train images can be read "
+                           f"(e.g. {bad[0][0]}: {bad[0][1]})")
+    logger.info(f"warning: {role} train: skipped {len(bad)} unreadable image(s) (data.on_bad_image: skip), "
+                f"e.g. {bad[0][0]}: {bad[0][1]}")
+    labels = {pid: label for label, pid in enumerate(sorted({pid for _, pid, _ in good}))}
+    return dataclasses.replace(dataset, train=[(path, labels[pid], camid) for path, pid, camid in good])
+
+
 def configure_determinism(cfg: Config, device: torch.device) -> None:
     from reid.engine.trainer import seed_everything
 
@@ -68,7 +102,10 @@ def _run_cli(main, argv: list[str] | None) -> int:
     try:
         return main(argv)
     except ReidError as error:
-        print(f"{type(error).__name__}: {error}", file=sys.stderr)
+        message = str(error)
+        if "\nOriginal Traceback" in message:  # re-raised by a DataLoader worker: keep the original one line
+            message = message.rstrip().splitlines()[-1].split(": ", 1)[-1]
+        print(f"{type(error).__name__}: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: resume with --resume auto", file=sys.stderr)
@@ -97,6 +134,7 @@ def _train(argv: list[str] | None) -> int:
         cfg.output.dir = args.out
     device = pick_device(cfg.device)
     distributed.init_from_env(device.type)
+    check_world_size(cfg, distributed.world_size())
     run_dir = Path(cfg.output.dir)
     if distributed.is_main():
         check_writable(run_dir)
@@ -104,20 +142,33 @@ def _train(argv: list[str] | None) -> int:
     resume_path = find_resume(run_dir, args.resume)
     resume = load_checkpoint(resume_path) if resume_path else None
     logger = RunLogger(run_dir, enabled=distributed.is_main(), quiet=args.quiet or bool(os.environ.get("CI")))
-    if distributed.is_main():
-        save_config(cfg, run_dir / "config.yaml")
     logger.info(f"run folder {run_dir}, device {device}, world size {distributed.world_size()}"
                 + (f", resuming from {resume_path} (stage {resume['stage']})" if resume else ""))
 
     verbose = distributed.is_main()
     source = load_domain(cfg.data.source, cfg.data.source_root, cfg, verbose)
     target = load_domain(cfg.data.target, cfg.data.target_root, cfg, verbose)
+    stage = resume["stage"] if resume else "pretrain"
+    runs_stage1 = stage == "pretrain" and not cfg.pretrain.checkpoint and cfg.pretrain.enabled and cfg.pretrain.epochs > 0
+    if cfg.data.on_bad_image == "skip":  # decodes every image once: train splits only, and only when asked
+        if runs_stage1:
+            source = drop_unreadable_images(source, "source", logger)
+        if cfg.adapt.enabled and cfg.adapt.rounds > 0:
+            target = drop_unreadable_images(target, "target", logger)
+    identities_per_batch = cfg.data.batch_size // cfg.data.num_instances
+    if runs_stage1 and source.num_train_pids < identities_per_batch:
+        raise DatasetError(f"{cfg.data.source_root}: {source.num_train_pids} train identities, fewer than the "
+                           f"{identities_per_batch} per batch (data.batch_size / data.num_instances): lower "
+                           "data.batch_size")
     m = cfg.model
     model = build_model(arch=m.arch, pretrained="none" if resume else m.pretrained, last_stride=m.last_stride,
                         num_classes=source.num_train_pids, pooling=m.pooling, gem_p=m.gem_p,
                         embedding_dim=m.embedding_dim, neck_feat=m.neck_feat).to(device)
+    if resume is not None:  # a checkpoint that does not fit fails here, before the run folder changes
+        load_model_weights(model, resume, str(resume_path), skip_classifier=stage != "pretrain")
+    if distributed.is_main():  # inputs checked: from here on the folder describes this run
+        save_config(cfg, run_dir / "config.yaml")
     summary: dict = {}
-    stage = resume["stage"] if resume else "pretrain"
     if stage == "pretrain":
         if cfg.pretrain.checkpoint:
             load_model_weights(model, load_checkpoint(cfg.pretrain.checkpoint), cfg.pretrain.checkpoint,
@@ -127,7 +178,11 @@ def _train(argv: list[str] | None) -> int:
             summary["pretrain"] = run_pretrain(cfg, model, source, target, device, logger, run_dir, resume)
         resume = None
     else:
-        summary["pretrain"] = resume.get("pretrain_metrics", {})
+        summary["pretrain"] = resume.get("pretrain_metrics")
+        source_checkpoint = resume_path.parent / "source.pt"
+        if summary["pretrain"] is None:  # stage-2 checkpoints do not repeat them: source.pt, written next to it
+            summary["pretrain"] = (load_checkpoint(source_checkpoint).get("pretrain_metrics", {})
+                                   if source_checkpoint.is_file() else {})
     if cfg.adapt.enabled and cfg.adapt.rounds > 0:
         summary["adapt"] = run_adapt(cfg, model, target, device, logger, run_dir, resume)
     if distributed.is_main():
@@ -135,6 +190,7 @@ def _train(argv: list[str] | None) -> int:
             json.dump(summary, handle, indent=2)
     logger.info(f"done: {run_dir}")
     logger.close()
+    distributed.cleanup()
     return 0
 
 

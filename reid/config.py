@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import typing
@@ -88,6 +89,9 @@ class AdaptConfig:
     weight_decay: float = 5e-4
     momentum: float = 0.9
     eval_every: int = 1
+    # which embedding the triplet and GDS losses see in stage 2: "after" the BNNeck (centred: the one clustering
+    # and retrieval use) or "before" it (ReLU-pooled, all-positive: normalised distances crowd near 0)
+    loss_feature: Literal["before", "after"] = "before"
 
 
 @dataclass
@@ -146,6 +150,7 @@ class Config:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True                   # autocast + GradScaler on CUDA; ignored on CPU
     deterministic: bool = True         # deterministic algorithms where available
+    sync_bn: bool = False              # DDP (torchrun) on CUDA: SyncBatchNorm, BN statistics over the global batch
 
 
 # (section.key) -> (lower bound, upper bound, inclusive lower)
@@ -220,7 +225,12 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             raise bad
         return value
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 and 1.0e30 (no dot or no exponent sign) as strings
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad from None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise bad
         return float(value)
     if tp is str:

@@ -1,4 +1,8 @@
-"""torchrun / DDP helpers (nccl on GPU, gloo on CPU). Every helper is a no-op in a single process."""
+"""torchrun / DDP helpers (nccl on GPU, gloo on CPU). Every helper is a no-op in a single process.
+
+Collectives must be entered by every rank in the same order; each helper below is one collective (or none in a
+single process), called from code paths that all ranks run identically.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from reid.errors import ReidError
 
 
 def is_distributed() -> bool:
@@ -65,6 +71,54 @@ def all_reduce_mean(value: float) -> float:
     return float(tensor.item()) / world_size()
 
 
+def all_reduce_mean_dict(values: dict[str, float]) -> dict[str, float]:
+    """Mean over ranks of every value of ``values`` (same keys on every rank), in one all-reduce."""
+    if not is_distributed() or not values:
+        return values
+    names = sorted(values)
+    tensor = torch.tensor([float(values[name]) for name in names], dtype=torch.float64, device=_device())
+    dist.all_reduce(tensor)
+    means = (tensor / world_size()).tolist()
+    return {name: means[names.index(name)] for name in values}
+
+
+def all_true(flag: bool) -> bool:
+    """True when ``flag`` is true on every rank (so all ranks take the same branch, e.g. on a NaN loss)."""
+    if not is_distributed():
+        return flag
+    tensor = torch.tensor([1 if flag else 0], dtype=torch.int32, device=_device())
+    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    return bool(tensor.item())
+
+
+def same_on_all_ranks(value: Any) -> bool:
+    """Whether the picklable ``value`` is equal on every rank (e.g. the number of iterations of an epoch)."""
+    if not is_distributed():
+        return True
+    values: list[Any] = [None] * world_size()
+    dist.all_gather_object(values, value)
+    return all(v == values[0] for v in values)
+
+
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s buffers (BatchNorm running statistics) to every rank.
+
+    DDP broadcasts buffers at the start of each forward, but every rank then updates its running statistics with
+    its own local batch, so after the last step of an epoch the ranks' BN statistics differ. Called at the end of
+    every epoch so that all ranks hold rank 0's state: the one checkpointed and used to extract features.
+    """
+    if not is_distributed():
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer.data, src=src)
+
+
+def cleanup() -> None:
+    """Destroy the process group (end of a torchrun run)."""
+    if is_distributed():
+        dist.destroy_process_group()
+
+
 def _device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
@@ -92,12 +146,23 @@ def _first_occurrence(indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return sorted_indices[keep], order[keep]
 
 
-def wrap_model(model: torch.nn.Module, device: torch.device, sync_bn: bool = False) -> torch.nn.Module:
-    """DistributedDataParallel around ``model`` when running under torchrun; the model itself otherwise."""
+def wrap_model(model: torch.nn.Module, device: torch.device, sync_bn: bool = False,
+               find_unused_parameters: bool = True) -> torch.nn.Module:
+    """DistributedDataParallel around ``model`` when running under torchrun; the model itself otherwise.
+
+    Call after any change of the model's parameters (e.g. ``reset_classifier``); train through the wrapper and
+    keep using ``model`` itself for feature extraction, evaluation and checkpoints. ``sync_bn`` converts the
+    BatchNorm layers of ``model`` to SyncBatchNorm in place (same parameters and buffers, so the state dict keys
+    do not change); it needs CUDA devices. Raises ReidError for ``sync_bn`` on CPU under DDP.
+    """
     if not is_distributed():
         return model
+    if sync_bn and device.type != "cuda":
+        raise ReidError("sync_bn: SyncBatchNorm needs CUDA devices (nccl); set sync_bn: false for CPU (gloo) runs")
     if sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     device_ids = [device.index] if device.type == "cuda" else None
-    # find_unused_parameters: in stage 2 the BNNeck output is not used by any loss
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
+    # find_unused_parameters: needed when some parameter never gets a gradient (stage 2 with adapt.loss_feature:
+    # before leaves the BNNeck unused); it costs one autograd-graph traversal per step
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
+                                                     find_unused_parameters=find_unused_parameters)

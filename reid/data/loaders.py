@@ -184,7 +184,7 @@ def build_train_loader(
         flip_prob, pad, random_erasing_prob, mean, std: see :func:`~reid.data.transforms.build_transforms`.
         num_replicas, rank: world size and rank for DDP; None (or W=1) for one process.
 
-    The sampler is ``loader.sampler``; call ``loader.sampler.set_epoch(epoch)`` when resuming. Batches are
+    The sampler is ``loader.sampler``; call :func:`set_train_epoch` at the start of every epoch. Batches are
     never partial (``drop_last=True``).
 
     Example::
@@ -219,10 +219,22 @@ def build_train_loader(
         num_workers=workers,
         pin_memory=torch.cuda.is_available(),
         drop_last=True,
-        persistent_workers=workers > 0,
+        persistent_workers=False,  # workers are re-seeded by every new iterator (see set_train_epoch)
         worker_init_fn=seed_worker,
         generator=torch.Generator().manual_seed(rank_seed),
     )
+
+
+def set_train_epoch(loader: DataLoader, epoch: int, seed: int, rank: int = 0) -> None:
+    """Start epoch ``epoch`` of a :func:`build_train_loader` loader from a known state: the sampler order
+    (``set_epoch``) and the augmentation streams restart from ``seed`` (pass one derived from the epoch), in the
+    main process (``workers=0``) and in the workers, whose seeds the loader draws from its generator. A run resumed
+    at an epoch boundary then augments exactly as the uninterrupted run did.
+    """
+    loader.sampler.set_epoch(epoch)
+    rank_seed = _rank_seed(seed, rank)
+    loader.generator.manual_seed(rank_seed)
+    loader.dataset.reseed(rank_seed)
 
 
 def build_test_loader(

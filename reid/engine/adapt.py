@@ -7,6 +7,7 @@ dropped) -> P x K loader over the labelled images -> ``epochs_per_round`` epochs
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +17,12 @@ from reid import distributed
 from reid.cluster import generate_pseudo_labels
 from reid.config import Config
 from reid.data.datasets import ReidDataset
-from reid.data.loaders import build_test_loader, build_train_loader
+from reid.data.loaders import build_test_loader, build_train_loader, set_train_epoch
 from reid.engine.checkpoint import load_model_weights, save_checkpoint, training_state
 from reid.engine.logging import RunLogger
 from reid.engine.monitor import log_clustering, log_distance_histograms, pair_distance_samples
 from reid.engine.trainer import Trainer, build_optimizer, derive_seed, seed_everything
+from reid.errors import TrainingError
 from reid.evaluation.evaluator import evaluate_dataset, format_metrics
 from reid.evaluation.features import extract_features
 from reid.losses import GDSLoss, TripletLoss
@@ -31,18 +33,27 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
     """Adapt ``model`` to ``target.train`` without its labels; returns the last target-test metrics.
 
     Writes ``checkpoints/last.pt`` after every epoch and round and ``checkpoints/final.pt`` (the last round;
-    "best on test" is only reported, never selected).
+    "best on test" is only reported, never selected), rank 0 only. Under torchrun: every rank extracts its shard
+    of the target-train features (gathered in dataset order), rank 0 clusters and broadcasts the pseudo-labels
+    and eps, the model is trained through DDP on identity-sharded P x K batches, and every rank evaluates (same
+    metrics everywhere).
     """
     a, d, c, g = cfg.adapt, cfg.data, cfg.cluster, cfg.gds
     model.reset_classifier(0)
-    trainer = Trainer(model, build_optimizer(model, a.optimizer, a.lr, a.weight_decay, a.momentum), None, device,
-                      cfg.amp, logger, cfg.output.log_every)
+    resuming = resume is not None and resume["stage"] in ("adapt", "done")  # "done" + more rounds: continue
+    if resuming:  # every rank loads the same checkpoint
+        load_model_weights(model, resume, "resume checkpoint", skip_classifier=True)
+    # DDP under torchrun, wrapped after the classifier change; extraction, evaluation and checkpoints use ``model``.
+    # With the losses on the features before the BNNeck, the BNNeck's weight gets no gradient: DDP must know.
+    train_model = distributed.wrap_model(model, device, cfg.sync_bn,
+                                         find_unused_parameters=a.loss_feature == "before")
+    trainer = Trainer(train_model, build_optimizer(model, a.optimizer, a.lr, a.weight_decay, a.momentum), None,
+                      device, cfg.amp, logger, cfg.output.log_every)
     triplet = TripletLoss(cfg.loss.triplet_margin, cfg.loss.triplet_normalize)
     gds = GDSLoss(g.momentum, g.lambda_sigma, g.lambda_h, g.kappa, g.normalize, g.hard).to(device)
     eps = None if c.eps == "auto" else float(c.eps)
     start_round, start_epoch, pseudo_labels, history = 0, 0, None, []
-    if resume is not None and resume["stage"] in ("adapt", "done"):  # "done" + more rounds: continue
-        load_model_weights(model, resume, "resume checkpoint", skip_classifier=True)
+    if resuming:
         if "gds" in resume:  # written by this stage (source.pt carries the stage-1 optimizer, not ours)
             trainer.load_state_dict(resume["trainer"])
             gds.load_state_dict(resume["gds"])
@@ -53,12 +64,15 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
             pseudo_labels = resume["pseudo_labels"].numpy()
         logger.info(f"stage 2: resuming at round {start_round}, epoch {start_epoch}")
 
+    feature_key = "bn_features" if a.loss_feature == "after" else "features"
+
     def loss_fn(outputs: dict[str, torch.Tensor], pids: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        loss_triplet, stats = triplet(outputs["features"], pids)
+        features = outputs[feature_key]
+        loss_triplet, stats = triplet(features, pids)
         terms = {"triplet": loss_triplet.item(), "triplet_precision": float(stats["precision"])}
         if not g.enabled:
             return loss_triplet, terms
-        loss_gds = gds(outputs["features"], pids)
+        loss_gds = gds(features, pids)
         terms.update({f"gds_{k}": v for k, v in gds.last_terms.items() if isinstance(v, float)})
         return loss_triplet + g.weight * loss_gds, terms
 
@@ -90,10 +104,13 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
                                         seed=derive_seed(cfg.seed, "adapt", round_index), flip_prob=d.flip_prob,
                                         pad=d.pad, random_erasing_prob=d.random_erasing_prob,
                                         num_replicas=distributed.world_size(), rank=distributed.rank())
-            iters = a.iters_per_epoch or len(loader)
+            iters = a.iters_per_epoch or len(loader)  # len(loader) = floor(len(sampler) / batch_size) on every rank
+            if not distributed.same_on_all_ranks(iters):
+                raise TrainingError(f"round {round_index}: ranks disagree on the iterations per epoch")
             for epoch in range(start_epoch, a.epochs_per_round):
                 seed_everything(derive_seed(cfg.seed, "adapt", round_index, epoch))
-                loader.sampler.set_epoch(epoch)
+                set_train_epoch(loader, epoch, derive_seed(cfg.seed, "adapt", round_index, epoch, "augment"),
+                                distributed.rank())
                 terms = trainer.train_epoch(loader, loss_fn, iters, tag=f"round {round_index} epoch {epoch + 1}")
                 step = round_index * a.epochs_per_round + epoch + 1
                 logger.info(f"round {round_index} epoch {epoch + 1}/{a.epochs_per_round} "
@@ -106,7 +123,7 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
                 if distributed.is_main():
                     save_checkpoint(_state(cfg, model, trainer, gds, round_index, epoch + 1, eps, pseudo_labels,
                                            history), run_dir / "checkpoints" / "last.pt")
-        start_epoch, pseudo_labels = 0, None
+        round_labels, start_epoch, pseudo_labels = pseudo_labels, 0, None
         if (round_index + 1) % a.eval_every == 0 or round_index == a.rounds - 1:
             result = evaluate_dataset(model, target.query, target.gallery, height=d.height, width=d.width,
                                       batch_size=d.test_batch_size, workers=d.workers, device=device,
@@ -120,6 +137,8 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
         if distributed.is_main():
             save_checkpoint(_state(cfg, model, trainer, gds, round_index + 1, 0, eps, None, history),
                             run_dir / "checkpoints" / "last.pt")
+        if DEBUG_RANK_DIR_ENV in os.environ:
+            _dump_rank_state(Path(os.environ[DEBUG_RANK_DIR_ENV]), round_index, round_labels, gds, model, history)
     if distributed.is_main():
         state = _state(cfg, model, trainer, gds, a.rounds, 0, eps, None, history)
         save_checkpoint({**state, "stage": "done"}, run_dir / "checkpoints" / "final.pt")
@@ -136,3 +155,17 @@ def _state(cfg: Config, model: torch.nn.Module, trainer: Trainer, gds: GDSLoss, 
     extra = {"gds": gds.state_dict(), "eps": eps, "history": history,
              "pseudo_labels": torch.from_numpy(np.asarray(pseudo_labels)) if pseudo_labels is not None else None}
     return training_state(cfg, model, trainer, stage="adapt", epoch=epoch, round=round_index, extra=extra)
+
+
+DEBUG_RANK_DIR_ENV = "REID_DEBUG_RANK_DIR"
+
+
+def _dump_rank_state(folder: Path, round_index: int, pseudo_labels: np.ndarray, gds: GDSLoss,
+                     model: torch.nn.Module, history: list) -> None:
+    """Opt-in debug hook (env ``REID_DEBUG_RANK_DIR``; tests/test_distributed.py): at the end of each round,
+    EVERY rank writes ``rank{r}_round{k}.pt`` with that round's pseudo-labels, the GDS buffers, the model state
+    dict and the evaluation history, so DDP runs can be checked for ranks that drift apart."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"pseudo_labels": torch.as_tensor(np.asarray(pseudo_labels)), "gds": gds.state_dict(),
+                "model": model.state_dict(), "history": history},
+               folder / f"rank{distributed.rank()}_round{round_index}.pt")

@@ -39,6 +39,8 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed while writing
+            stale.unlink(missing_ok=True)
     except BaseException as error:
         Path(tmp_name).unlink(missing_ok=True)
         if isinstance(error, OSError):

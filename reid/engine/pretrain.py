@@ -6,12 +6,14 @@ from pathlib import Path
 
 import torch
 
+from reid import distributed
 from reid.config import Config
 from reid.data.datasets import ReidDataset
-from reid.data.loaders import build_train_loader
+from reid.data.loaders import build_train_loader, set_train_epoch
 from reid.engine.checkpoint import load_model_weights, save_checkpoint, training_state
 from reid.engine.logging import RunLogger
 from reid.engine.trainer import Trainer, build_optimizer, derive_seed, seed_everything, warmup_multistep
+from reid.errors import TrainingError
 from reid.evaluation.evaluator import evaluate_dataset, format_metrics
 from reid.losses import CrossEntropyLabelSmooth, TripletLoss
 
@@ -21,16 +23,22 @@ def run_pretrain(cfg: Config, model: torch.nn.Module, source: ReidDataset, targe
     """Train ``model`` (which must carry a classifier of ``source.num_train_pids`` outputs) on ``source.train``,
     then evaluate on the source test split and (direct transfer) on the target test split.
 
-    Writes ``checkpoints/last.pt`` after every epoch and ``checkpoints/source.pt`` at the end.
+    Writes ``checkpoints/last.pt`` after every epoch and ``checkpoints/source.pt`` at the end (rank 0 only).
+    Under torchrun the model is trained through DDP, the P x K sampler shards identities across ranks and the
+    evaluations extract features shard by shard (every rank returns the same metrics).
     Returns {"source": metrics, "target": metrics} (either may be missing when disabled).
     """
     p = cfg.pretrain
+    resuming = resume is not None and resume["stage"] == "pretrain"
+    if resuming:  # every rank loads the same checkpoint
+        load_model_weights(model, resume, "resume checkpoint")
+    # DDP under torchrun (the classifier is already attached); evaluation and checkpoints use ``model`` itself
+    train_model = distributed.wrap_model(model, device, cfg.sync_bn, find_unused_parameters=False)
     optimizer = build_optimizer(model, p.optimizer, p.lr, p.weight_decay, p.momentum)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_multistep(p.warmup_epochs, p.milestones, p.gamma))
-    trainer = Trainer(model, optimizer, scheduler, device, cfg.amp, logger, cfg.output.log_every)
+    trainer = Trainer(train_model, optimizer, scheduler, device, cfg.amp, logger, cfg.output.log_every)
     start_epoch = 0
-    if resume is not None and resume["stage"] == "pretrain":
-        load_model_weights(model, resume, "resume checkpoint")
+    if resuming:
         trainer.load_state_dict(resume["trainer"])
         start_epoch = int(resume["epoch"])
         logger.info(f"stage 1: resuming after epoch {start_epoch}/{p.epochs}")
@@ -47,19 +55,23 @@ def run_pretrain(cfg: Config, model: torch.nn.Module, source: ReidDataset, targe
     d = cfg.data
     loader = build_train_loader(source.train, d.height, d.width, d.batch_size, d.num_instances, d.workers,
                                 seed=derive_seed(cfg.seed, "pretrain"), flip_prob=d.flip_prob, pad=d.pad,
-                                random_erasing_prob=d.random_erasing_prob)
-    iters = p.iters_per_epoch or len(loader)
+                                random_erasing_prob=d.random_erasing_prob,
+                                num_replicas=distributed.world_size(), rank=distributed.rank())
+    iters = p.iters_per_epoch or len(loader)  # len(loader) = floor(len(sampler) / batch_size) on every rank
+    if not distributed.same_on_all_ranks(iters):
+        raise TrainingError(f"stage 1: ranks disagree on the iterations per epoch ({iters} on rank {distributed.rank()})")
     logger.info(f"stage 1: {len(source.train)} images / {source.num_train_pids} ids, {p.epochs} epochs x {iters} iters")
     for epoch in range(start_epoch, p.epochs):
         seed_everything(derive_seed(cfg.seed, "pretrain", epoch))
-        loader.sampler.set_epoch(epoch)
+        set_train_epoch(loader, epoch, derive_seed(cfg.seed, "pretrain", epoch, "augment"), distributed.rank())
         terms = trainer.train_epoch(loader, loss_fn, iters, tag=f"pretrain {epoch + 1}/{p.epochs}")
         scheduler.step()
         logger.info(f"pretrain epoch {epoch + 1}/{p.epochs} " + " ".join(f"{k} {v:.4f}" for k, v in terms.items()))
         logger.record("pretrain_epoch", epoch=epoch + 1, step=trainer.step, **terms)
         logger.scalars("pretrain_epoch", terms, epoch + 1)
-        save_checkpoint(training_state(cfg, model, trainer, stage="pretrain", epoch=epoch + 1),
-                        run_dir / "checkpoints" / "last.pt")
+        if distributed.is_main():
+            save_checkpoint(training_state(cfg, model, trainer, stage="pretrain", epoch=epoch + 1),
+                            run_dir / "checkpoints" / "last.pt")
 
     metrics = {}
     evals = [("source", source, p.eval_source), ("target", target, p.eval_target and target is not None)]
@@ -68,13 +80,15 @@ def run_pretrain(cfg: Config, model: torch.nn.Module, source: ReidDataset, targe
             continue
         result = evaluate_dataset(model, dataset.query, dataset.gallery, height=d.height, width=d.width,
                                   batch_size=d.test_batch_size, workers=d.workers, device=device,
-                                  flip=cfg.eval.flip, max_rank=cfg.eval.max_rank, amp=cfg.amp)
+                                  flip=cfg.eval.flip, max_rank=cfg.eval.max_rank, amp=cfg.amp,
+                                  distributed=distributed.world_size() > 1)
         metrics[name] = result.metrics
         label = "source test (supervised)" if name == "source" else "target test (direct transfer)"
         logger.info(f"stage 1 {label}: {format_metrics(result.metrics)}")
         logger.record("eval", stage="pretrain", split=f"{name}_test", **result.metrics)
         logger.scalars(f"eval_pretrain/{name}_test", {k: v for k, v in result.metrics.items() if k != "cmc"}, 0)
     state = training_state(cfg, model, trainer, stage="adapt", epoch=0, round=0, extra={"pretrain_metrics": metrics})
-    save_checkpoint(state, run_dir / "checkpoints" / "source.pt")
-    save_checkpoint(state, run_dir / "checkpoints" / "last.pt")
+    if distributed.is_main():
+        save_checkpoint(state, run_dir / "checkpoints" / "source.pt")
+        save_checkpoint(state, run_dir / "checkpoints" / "last.pt")
     return metrics

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from reid import distributed
 from reid.engine.logging import RunLogger
 from reid.errors import TrainingError
 
@@ -83,9 +84,20 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a checkpoint's trainer state. The learning rate given now (the config's) wins over the stored
+        one: unchanged, the resume is exact; lowered after a divergence, it applies at the same schedule point."""
+        configured = [group.get("initial_lr", group["lr"]) for group in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler"):
             self.scheduler.load_state_dict(state["scheduler"])
+        for index, (group, lr) in enumerate(zip(self.optimizer.param_groups, configured)):
+            if group.get("initial_lr", group["lr"]) == lr:
+                continue
+            if self.scheduler is not None:  # LambdaLR: lr = base lr x factor(epoch)
+                self.scheduler.base_lrs[index] = group["initial_lr"] = lr
+                group["lr"] = lr * self.scheduler.lr_lambdas[index](self.scheduler.last_epoch)
+            else:
+                group["lr"] = lr
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.step = int(state.get("step", 0))
@@ -94,6 +106,9 @@ class Trainer:
         """Run ``iters`` optimisation steps (cycling the loader if needed); returns the mean of each loss term.
 
         Raises TrainingError on a non-finite loss, before the optimizer step (weights stay at the last good step).
+        Under DDP (``self.model`` wrapped by :func:`reid.distributed.wrap_model`): every rank must run the same
+        ``iters``; a non-finite loss on any rank raises on all ranks; the returned means are averaged over ranks;
+        at the end, every rank's buffers (BN running statistics) are set to rank 0's.
         """
         self.model.train()
         sums: dict[str, float] = {}
@@ -113,9 +128,13 @@ class Trainer:
                 outputs = self.model(images)
             outputs = {k: v.float() for k, v in outputs.items()}
             loss, terms = loss_fn(outputs, pids)
-            if not torch.isfinite(loss):
+            # under DDP every rank must take the same branch: a rank that raised alone would leave the others
+            # waiting in the gradient all-reduce
+            finite = bool(torch.isfinite(loss))
+            if not distributed.all_true(finite):
+                value = "non-finite on another rank" if finite else loss.item()
                 raise TrainingError(
-                    f"{tag}: loss became {loss.item()} at step {self.step} (iteration {it}); weights kept at the "
+                    f"{tag}: loss became {value} at step {self.step} (iteration {it}); weights kept at the "
                     f"last good checkpoint. Lower the learning rate{' or set amp: false' if self.amp else ''}.")
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -130,4 +149,12 @@ class Trainer:
             if show:
                 progress.set_postfix({k: f"{v:.3f}" for k, v in list(terms.items())[:4]})
         progress.close()
-        return {name: total / max(iters, 1) for name, total in sums.items()}
+        distributed.broadcast_buffers(self.model)  # BN running statistics: rank 0's on every rank
+        # a finite loss can still step with non-finite gradients; such weights must never reach a checkpoint
+        tensors = [t for t in self.model.state_dict().values() if t.is_floating_point()]
+        if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
+            raise TrainingError(
+                f"{tag}: weights became non-finite by step {self.step}; weights kept at the last good checkpoint. "
+                f"Lower the learning rate{' or set amp: false' if self.amp else ''}.")
+        # epoch means over all ranks (loss terms computed on a rank's local batch; GDS terms are already global)
+        return distributed.all_reduce_mean_dict({name: total / max(iters, 1) for name, total in sums.items()})

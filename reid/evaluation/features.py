@@ -42,6 +42,9 @@ def extract_features(model: torch.nn.Module, loader: DataLoader, device: torch.d
         cam_chunks.append(torch.as_tensor(camids))
         index_chunks.append(torch.as_tensor(indices))
     model.train(was_training)
+    if not chunks:  # an empty shard (fewer images than ranks): 1-D empty tensors concatenate with any shard
+        chunks, pid_chunks, cam_chunks, index_chunks = ([torch.empty(0, dtype=t)] for t in (
+            torch.float32, torch.int64, torch.int64, torch.int64))
     features = torch.cat(chunks)
     pids, camids, indices = torch.cat(pid_chunks), torch.cat(cam_chunks), torch.cat(index_chunks)
     if distributed.world_size() > 1:

@@ -6,6 +6,7 @@ Also holds :func:`pairwise_euclidean`, the one Euclidean distance the losses use
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -50,20 +51,30 @@ class TripletLoss(nn.Module):
     anchor is valid (one identity per sample, or a single identity in the whole batch) the loss is
     ``features.sum() * 0``: zero, still attached to the graph so ``backward()`` runs and gives zero gradients.
 
+    Distributed (``torch.distributed`` initialised with world size > 1, ``global_batch=True``): the ranks' local
+    batches (equal sizes) are all-gathered, detached, and this rank's own rows are put back with their graph, so
+    every rank mines and averages over the GLOBAL batch, exactly as one process with the whole batch would; the
+    loss value is the same on every rank. Gradient scaling as in :class:`~reid.losses.GDSLoss`: the returned loss
+    is ``L.detach() + world_size * (L - L.detach())``, so rank r computes ``world_size * dL/df_r`` and DDP's
+    average over ranks is exactly ``dL/dtheta``. One all-gather of the features and one of the labels per call;
+    no collective in backward. ``global_batch=False`` mines within the local batch only.
+
     Args:
         margin: >= 0; 0 selects the soft margin.
         normalize_feature: L2-normalise the features before measuring distances.
+        global_batch: under torch.distributed, mine over all ranks' batches (see above).
 
     Example:
         >>> loss, stats = TripletLoss(margin=0.3)(features, labels)   # features (B, D), labels (B,)
     """
 
-    def __init__(self, margin: float = 0.3, normalize_feature: bool = False) -> None:
+    def __init__(self, margin: float = 0.3, normalize_feature: bool = False, global_batch: bool = True) -> None:
         super().__init__()
         if margin < 0:
             raise ValueError(f"triplet margin must be >= 0 (0 = soft margin), got {margin}")
         self.margin = float(margin)
         self.normalize_feature = normalize_feature
+        self.global_batch = global_batch
 
     def forward(
         self, features: torch.Tensor, labels: torch.Tensor
@@ -84,16 +95,27 @@ class TripletLoss(nn.Module):
             raise ValueError(
                 f"TripletLoss expects features (B, D) and labels (B,), got {tuple(features.shape)} and {tuple(labels.shape)}"
             )
+        world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        if self.global_batch and world_size > 1:
+            features, labels = _gather_global_batch(features, labels.to(features.device), world_size)
+        loss, stats = self._batch_hard(features, labels)
+        if self.global_batch and world_size > 1:
+            loss = loss.detach() + world_size * (loss - loss.detach())
+        return loss, stats
+
+    def _batch_hard(
+        self, features: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if self.normalize_feature:
             features = F.normalize(features, dim=1)
-        dist = pairwise_euclidean(features, features)
+        distances = pairwise_euclidean(features, features)
         same = labels.unsqueeze(0) == labels.unsqueeze(1)
         has_positive = same.sum(dim=1) > 1  # the diagonal always counts once
         has_negative = (~same).any(dim=1)
         valid = has_positive & has_negative
 
-        d_ap = dist.masked_fill(~same, float("-inf")).max(dim=1).values[valid]
-        d_an = dist.masked_fill(same, float("inf")).min(dim=1).values[valid]
+        d_ap = distances.masked_fill(~same, float("-inf")).max(dim=1).values[valid]
+        d_an = distances.masked_fill(same, float("inf")).min(dim=1).values[valid]
         if d_ap.numel() == 0:
             loss = features.sum() * 0.0
             precision = features.new_zeros(())
@@ -105,3 +127,15 @@ class TripletLoss(nn.Module):
             precision = (d_an > d_ap).to(features.dtype).mean()
         stats = {"d_ap": d_ap.detach(), "d_an": d_an.detach(), "precision": precision.detach()}
         return loss, stats
+
+
+def _gather_global_batch(
+    features: torch.Tensor, labels: torch.Tensor, world_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """All ranks' (B, D) features and (B,) labels concatenated in rank order; only this rank's rows carry grad."""
+    gathered_features = [torch.empty_like(features) for _ in range(world_size)]
+    gathered_labels = [torch.empty_like(labels) for _ in range(world_size)]
+    dist.all_gather(gathered_features, features.detach().contiguous())
+    dist.all_gather(gathered_labels, labels.contiguous())
+    gathered_features[dist.get_rank()] = features
+    return torch.cat(gathered_features), torch.cat(gathered_labels)
