@@ -27,6 +27,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from tiny_run import tiny_args as shared_tiny_args
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
@@ -176,23 +177,9 @@ def test_world_size_checks_are_one_line_errors_before_any_work() -> None:
 
 # ------------------------------------------------------------------------------- 2. torchrun scripts/train.py
 def tiny_args(data: Path, out: Path, *extra: str) -> list[str]:
-    """The sizes of tests/test_train_e2e.py, with deterministic augmentation (no flip, pad/crop or erasing), so
-    the 1-process and the 2-process runs see the same pixels in every global batch."""
-    overrides = [
-        f"data.source_root={data}/synth-a", f"data.target_root={data}/synth-b",
-        "data.synthetic_train_ids=12", "data.synthetic_test_ids=6", "data.synthetic_images_per_id=6",
-        "data.height=32", "data.width=16", "data.batch_size=16", "data.num_instances=4", "data.workers=0",
-        "data.test_batch_size=64", "data.flip_prob=0", "data.pad=0", "data.random_erasing_prob=0",
-        "model.arch=resnet18", "model.pretrained=none",
-        "pretrain.epochs=2", "pretrain.warmup_epochs=1", "pretrain.milestones=[1]", "pretrain.iters_per_epoch=3",
-        "adapt.rounds=2", "adapt.epochs_per_round=2", "adapt.iters_per_epoch=2", "adapt.lr=3.5e-4",
-        "cluster.eps=0.5", "cluster.min_samples=2", "cluster.k1=6", "cluster.k2=2", "output.log_every=1",
-        "amp=false", "device=cpu",
-    ]
-    args = ["--config", str(REPO / "configs" / "demo.yaml"), "--out", str(out), "--quiet"]
-    for item in overrides + list(extra):
-        args += ["--set", item]
-    return args
+    """The shared tiny run with deterministic augmentation (no flip, pad/crop or erasing), so the 1-process and
+    the 2-process runs see the same pixels in every global batch."""
+    return shared_tiny_args(data, out, "data.flip_prob=0", "data.pad=0", "data.random_erasing_prob=0", *extra)
 
 
 def torchrun(args: list[str], debug_dir: Path | None = None, timeout: float = 480) -> None:

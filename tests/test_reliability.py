@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_run import tiny_args
 
 from reid.cli import _eval, _run_cli, _train
 from reid.config import load_config
@@ -34,24 +35,6 @@ from reid.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 SYNTHETIC = {"num_train_ids": 12, "num_test_ids": 6, "images_per_id": 6, "seed": 0}
-
-
-def tiny_args(data: Path, out: Path, *extra: str) -> list[str]:
-    """The tiny run of tests/test_train_e2e.py: 32x16 images, 12 ids, a few iterations, no workers."""
-    overrides = [
-        f"data.source_root={data}/synth-a", f"data.target_root={data}/synth-b",
-        "data.synthetic_train_ids=12", "data.synthetic_test_ids=6", "data.synthetic_images_per_id=6",
-        "data.height=32", "data.width=16", "data.batch_size=16", "data.num_instances=4", "data.workers=0",
-        "data.test_batch_size=64", "model.arch=resnet18", "model.pretrained=none",
-        "pretrain.epochs=2", "pretrain.warmup_epochs=1", "pretrain.milestones=[1]", "pretrain.iters_per_epoch=3",
-        "adapt.rounds=2", "adapt.epochs_per_round=2", "adapt.iters_per_epoch=2", "adapt.lr=3.5e-4",
-        "cluster.eps=0.5", "cluster.min_samples=2", "cluster.k1=6", "cluster.k2=2", "output.log_every=1",
-        "amp=false", "device=cpu",
-    ]
-    args = ["--config", str(REPO / "configs" / "demo.yaml"), "--out", str(out), "--quiet"]
-    for item in overrides + list(extra):
-        args += ["--set", item]
-    return args
 
 
 # One stage-1 epoch of 2 steps, one round of one 1-step epoch, no stage-1 evaluation: a few seconds.
