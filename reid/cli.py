@@ -224,6 +224,7 @@ def _eval(argv: list[str] | None) -> int:
     if not root:
         raise ReidError("--root is required with --dataset")
     dataset = load_domain(name, root, cfg, verbose=True)
+    configure_determinism(cfg, device)  # an untrained backbone's random layers come from cfg.seed
     m = cfg.model
     model = build_model(arch=m.arch, pretrained="none" if args.checkpoint else m.pretrained,
                         last_stride=m.last_stride, pooling=m.pooling, gem_p=m.gem_p,

@@ -118,3 +118,31 @@ def test_eval_script_on_an_untrained_backbone_and_a_source_checkpoint(full_run: 
     target_direct = next(r for r in rows if r["kind"] == "eval" and r["split"] == "target_test")
     assert direct["mAP"] == pytest.approx(target_direct["mAP"], abs=1e-9)
     assert np.isfinite(json.loads((tmp_path / "untrained" / "metrics.json").read_text())["mAP"])
+
+
+def test_eval_script_on_real_mini_market_images(mini_market: Path, tmp_path: Path) -> None:
+    """An untrained tiny ResNet-18 on the 96 real Market-1501 images: the files are written and the metrics
+    equal evaluate_rank on features extracted independently."""
+    from reid.data.datasets import build_dataset
+    from reid.data.loaders import build_test_loader
+    from reid.evaluation import evaluate_rank
+    from reid.evaluation.features import extract_features, pairwise_distance
+    from reid.models import build_model
+
+    out = tmp_path / "eval"
+    overrides = ["model.arch=resnet18", "model.pretrained=none", "data.height=64", "data.width=32",
+                 "data.workers=0", "device=cpu", "seed=3"]
+    argv = ["--config", str(REPO / "configs" / "demo.yaml"), "--dataset", "market-format", "--root",
+            str(mini_market), "--out", str(out)] + sum([["--set", o] for o in overrides], [])
+    assert _eval(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for name in ("cmc.png", "distances.png", "ranked_lists.png"):
+        assert (out / name).stat().st_size > 1000, name
+    dataset = build_dataset("market-format", mini_market)
+    assert len(dataset.query) == 32 and len(dataset.gallery) == 32
+    torch.manual_seed(3)  # the script builds the model right after seeding with cfg.seed
+    model = build_model(arch="resnet18", pretrained="none")
+    qf, q_pids, q_cams = extract_features(model, build_test_loader(dataset.query, 64, 32, 64, 0))
+    gf, g_pids, g_cams = extract_features(model, build_test_loader(dataset.gallery, 64, 32, 64, 0))
+    expected = evaluate_rank(pairwise_distance(qf, gf), q_pids, g_pids, q_cams, g_cams, max_rank=10)
+    assert metrics["mAP"] == pytest.approx(expected["mAP"], abs=1e-9)
