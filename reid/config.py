@@ -113,6 +113,9 @@ class GDSConfig:
     kappa: float = 1.0
     normalize: bool = True
     hard: bool = True
+    # which embedding GDS-H measures: "auto" follows adapt.loss_feature; "after" the BNNeck (the centred
+    # retrieval embedding) while the triplet stays on adapt.loss_feature, or "before" it
+    feature: Literal["auto", "before", "after"] = "auto"
 
 
 @dataclass

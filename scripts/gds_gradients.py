@@ -5,8 +5,9 @@
 
 Clusters the target-train features of the checkpoint exactly as round 0 of stage 2 does, draws P x K batches of
 the pseudo-labels, and for each choice of loss feature (``before`` / ``after`` the BNNeck) and distance
-(``normalize`` true / false) reports: the positive / negative distance statistics GDS-H sees, the triplet loss,
-and the norm of the gradient w.r.t. the backbone parameters of the triplet loss and of GDS-H (weight 1), the
+(``normalize`` true / false) that GDS-H measures reports: the positive / negative distance statistics GDS-H sees,
+the triplet loss (on ``adapt.loss_feature``, as in training) and the norm of the gradient w.r.t. the backbone
+parameters of the triplet loss and of GDS-H (weight 1), the
 latter with its momentum buffers warmed up on earlier batches (``gds.momentum`` as configured, and beta = 0).
 The ratio ||grad GDS-H|| / ||grad triplet|| is the number that says whether ``gds.weight`` matters.
 """
@@ -70,7 +71,9 @@ def main() -> None:
     params = [p for p in model.backbone.parameters() if p.requires_grad]
     state = copy.deepcopy(model.state_dict())
 
-    header = ("| loss feature | normalize | mu+ | sd+ | mu- | sd- | triplet | ‖∇ triplet‖ | "
+    triplet_key = "bn_features" if cfg.adapt.loss_feature == "after" else "features"
+    print(f"triplet on the features {cfg.adapt.loss_feature} the BNNeck (adapt.loss_feature)")
+    header = ("| GDS-H feature | normalize | mu+ | sd+ | mu- | sd- | triplet | ‖∇ triplet‖ | "
               f"‖∇ GDS-H‖ β={g.momentum} | ratio | ‖∇ GDS-H‖ β=0 | ratio |")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
@@ -82,13 +85,14 @@ def main() -> None:
             gds_slow = GDSLoss(g.momentum, g.lambda_sigma, g.lambda_h, g.kappa, normalize, g.hard)
             gds_fast = GDSLoss(0.0, g.lambda_sigma, g.lambda_h, g.kappa, normalize, g.hard)
             for index, (images, pids) in enumerate(batches):
-                out = model(images)[feature_key]
+                outputs = model(images)
+                out = outputs[feature_key]
                 if index < args.batches:  # warm up the momentum buffers
                     with torch.no_grad():
                         gds_slow(out, pids)
                         gds_fast(out, pids)
                     continue
-                loss_t, _ = triplet(out, pids)
+                loss_t, _ = triplet(outputs[triplet_key], pids)
                 loss_slow = gds_slow(out, pids)
                 terms = dict(gds_slow.last_terms)
                 loss_fast = gds_fast(out, pids)

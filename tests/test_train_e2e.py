@@ -93,6 +93,24 @@ def test_resume_after_stopping_between_rounds_reproduces_the_uninterrupted_run(
     assert resumed["history"][-1]["mAP"] == expected["history"][-1]["mAP"]
 
 
+def test_gds_feature_routes_gds_to_the_bnneck_output_while_the_triplet_stays(tiny_domains: Path, full_run: Path,
+                                                                              tmp_path: Path) -> None:
+    # ReLU-pooled features are all positive: cosine >= 0, normalised distances well below sqrt(2) (0.90 here,
+    # 0.1 on the demo). The BNNeck output is centred per dimension over the batch (train mode), so its pairs are
+    # near-orthogonal on average: distances near sqrt(2) (1.46 here).
+    source = full_run / "checkpoints" / "source.pt"
+    first_epoch = {}
+    for feature in ("before", "after"):
+        out = tmp_path / feature
+        assert _train(tiny_args(tiny_domains, out, f"gds.feature={feature}", "adapt.rounds=1",
+                                f"pretrain.checkpoint={source}")) == 0
+        first_epoch[feature] = next(r for r in read_jsonl(out / "metrics.jsonl") if r["kind"] == "adapt_epoch")
+    before, after = first_epoch["before"]["gds_batch_mu_neg"], first_epoch["after"]["gds_batch_mu_neg"]
+    assert before < 1.2 and abs(after - 2 ** 0.5) < 0.15, (before, after)
+    # same batches, same triplet (on adapt.loss_feature = before) in the first epoch's first step ...
+    assert first_epoch["before"]["triplet_precision"] == first_epoch["after"]["triplet_precision"]
+
+
 def test_eval_script_writes_metrics_and_three_plots(tiny_domains: Path, full_run: Path, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture) -> None:
     config = full_run / "config.yaml"  # the resolved config of the run

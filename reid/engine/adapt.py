@@ -44,9 +44,11 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
     if resuming:  # every rank loads the same checkpoint
         load_model_weights(model, resume, "resume checkpoint", skip_classifier=True)
     # DDP under torchrun, wrapped after the classifier change; extraction, evaluation and checkpoints use ``model``.
-    # With the losses on the features before the BNNeck, the BNNeck's weight gets no gradient: DDP must know.
-    train_model = distributed.wrap_model(model, device, cfg.sync_bn,
-                                         find_unused_parameters=a.loss_feature == "before")
+    # When no loss sees the features after the BNNeck, its weight gets no gradient: DDP must know.
+    feature_key = "bn_features" if a.loss_feature == "after" else "features"
+    gds_key = {"auto": feature_key, "after": "bn_features", "before": "features"}[g.feature]
+    uses_bnneck = feature_key == "bn_features" or (g.enabled and gds_key == "bn_features")
+    train_model = distributed.wrap_model(model, device, cfg.sync_bn, find_unused_parameters=not uses_bnneck)
     trainer = Trainer(train_model, build_optimizer(model, a.optimizer, a.lr, a.weight_decay, a.momentum), None,
                       device, cfg.amp, logger, cfg.output.log_every)
     triplet = TripletLoss(cfg.loss.triplet_margin, cfg.loss.triplet_normalize)
@@ -64,15 +66,13 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
             pseudo_labels = resume["pseudo_labels"].numpy()
         logger.info(f"stage 2: resuming at round {start_round}, epoch {start_epoch}")
 
-    feature_key = "bn_features" if a.loss_feature == "after" else "features"
-
     def loss_fn(outputs: dict[str, torch.Tensor], pids: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         features = outputs[feature_key]
         loss_triplet, stats = triplet(features, pids)
         terms = {"triplet": loss_triplet.item(), "triplet_precision": float(stats["precision"])}
         if not g.enabled:
             return loss_triplet, terms
-        loss_gds = gds(features, pids)
+        loss_gds = gds(outputs[gds_key], pids)
         terms.update({f"gds_{k}": v for k, v in gds.last_terms.items() if isinstance(v, float)})
         return loss_triplet + g.weight * loss_gds, terms
 
