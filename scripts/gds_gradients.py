@@ -3,12 +3,12 @@
     python scripts/gds_gradients.py --config configs/demo.yaml \
         --checkpoint outputs/ablate-demo/seed0/source/checkpoints/source.pt [--batches 6] [--set k=v ...]
 
-Clusters the target-train features of the checkpoint exactly as round 0 of stage 2 does, draws P x K batches of
-the pseudo-labels, and for each choice of loss feature (``before`` / ``after`` the BNNeck) and distance
-(``normalize`` true / false) that GDS-H measures reports: the positive / negative distance statistics GDS-H sees,
-the triplet loss (on ``adapt.loss_feature``, as in training) and the norm of the gradient w.r.t. the backbone
-parameters of the triplet loss and of GDS-H (weight 1), the
-latter with its momentum buffers warmed up on earlier batches (``gds.momentum`` as configured, and beta = 0).
+Clusters the target-train features of the checkpoint exactly as round 0 of stage 2 does and draws P x K batches
+of the pseudo-labels. For each embedding GDS-H could measure (``before`` / ``after`` the BNNeck) and distance
+(``normalize`` true / false) it reports the positive / negative distance statistics GDS-H sees, the triplet loss
+(on ``adapt.loss_feature``, as in training), and the norms of the gradients w.r.t. the backbone parameters of the
+triplet loss and of GDS-H (weight 1), the latter with its momentum buffers warmed up on earlier batches
+(``gds.momentum`` as configured, and beta = 0).
 The ratio ||grad GDS-H|| / ||grad triplet|| is the number that says whether ``gds.weight`` matters.
 """
 

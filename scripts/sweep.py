@@ -22,11 +22,14 @@ from pathlib import Path
 from reid.cli import _train
 
 
-def final_eval(run_dir: Path) -> tuple[dict, list[float], dict]:
+def final_eval(run_dir: Path) -> tuple[dict, list[float], dict, float]:
+    """Last target-test metrics, mAP per round, last epoch's loss terms, last round's pseudo-label precision."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in rows if r["kind"] == "eval" and r["stage"] == "adapt"]
     train = [r for r in rows if r["kind"] == "adapt_epoch"]
-    return evals[-1], [r["mAP"] for r in evals], (train[-1] if train else {})
+    clusters = [r for r in rows if r["kind"] == "cluster"]
+    precision = clusters[-1].get("diagnostic_uses_target_labels", {}).get("pairwise_precision", float("nan"))
+    return evals[-1], [r["mAP"] for r in evals], (train[-1] if train else {}), precision
 
 
 def main() -> None:
@@ -69,9 +72,10 @@ def main() -> None:
                                                       f"pretrain.checkpoint={args.source}"]], [])])
         if code != 0:
             sys.exit(f"run {name} (seed {seed}) failed with exit code {code}")
-        final, curve, last_train = final_eval(run_dir)
+        final, curve, last_train, precision = final_eval(run_dir)
         rows.append({"name": name, "seed": seed, "overrides": overrides, "seconds": time.time() - start,
                      "mAP": final["mAP"], "R1": final["R1"], "mINP": final["mINP"], "curve": curve,
+                     "triplet": last_train.get("triplet", float("nan")), "label_precision": precision,
                      **{k: v for k, v in last_train.items() if k.startswith("gds_")}})
         print(f"{name} (seed {seed}): mAP {100 * final['mAP']:.1f}", flush=True)
         write_report(out, rows, args)  # after every run: a stopped sweep still leaves its table
@@ -80,15 +84,16 @@ def main() -> None:
 def write_report(out: Path, rows: list[dict], args: argparse.Namespace) -> None:
     reference = next((r["mAP"] for r in rows if r["name"] == "baseline (triplet)" and r["seed"] == args.seed), None)
     lines = [f"config `{args.config}`, source `{args.source}`, seed {args.seed}, overrides {args.overrides or 'none'}",
-             "", "| run | seed | mAP | Δ vs baseline | R1 | mINP | mAP per round | final mu+ / mu- | min |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "", "| run | seed | mAP | Δ vs baseline | R1 | mINP | mAP per round | last mu+ / mu- | last triplet | "
+             "last pseudo-label precision [uses target labels] | min |", "|---" * 11 + "|"]
     for r in rows:
         stats = (f"{r['gds_mu_pos']:.3f} / {r['gds_mu_neg']:.3f}" if "gds_mu_pos" in r and "gds_mu_neg" in r
                  else "")
         delta = f"{100 * (r['mAP'] - reference):+.1f}" if reference is not None else ""
         lines.append(f"| {r['name']} | {r['seed']} | {100 * r['mAP']:.1f} | {delta} | "
                      f"{100 * r['R1']:.1f} | {100 * r['mINP']:.1f} | "
-                     f"{' '.join(f'{100 * m:.1f}' for m in r['curve'])} | {stats} | {r['seconds'] / 60:.1f} |")
+                     f"{' '.join(f'{100 * m:.1f}' for m in r['curve'])} | {stats} | {r['triplet']:.3f} | "
+                     f"{r['label_precision']:.3f} | {r['seconds'] / 60:.1f} |")
     (out / "sweep.md").write_text("\n".join(lines) + "\n")
     (out / "sweep.json").write_text(json.dumps(rows, indent=1, default=float))
     print("\n".join(lines[-1:]), flush=True)
