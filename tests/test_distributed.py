@@ -4,7 +4,8 @@
    (``wrap_model``, the identity-sharded P x K sampler, the global-batch triplet, gradient averaging, the
    all-reduced epoch means, the buffer broadcast) reproduces one process training on the same global batch. The
    model's BatchNorm layers are replaced by GroupNorm for this test: BN over half batches is the one difference
-   that DDP without SyncBN cannot remove (see 2.).
+   that DDP without SyncBN cannot remove (see 2.). The step runs in float64 and the comparison is of the first
+   step's all-reduced gradients, so it cannot depend on one CPU's float32 kernels (issue 12).
 2. ``@slow``: ``python -m torch.distributed.run --nproc_per_node=2 scripts/train.py`` on tiny synthetic domains,
    both stages, with the debug hook ``REID_DEBUG_RANK_DIR`` (every rank dumps its pseudo-labels, GDS buffers,
    weights and metrics at the end of each round): the ranks never drift apart, only rank 0 writes, the sharded
@@ -52,7 +53,7 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # ------------------------------------------------------------------------------------ 1. one step, exactly
-STEPS = 3
+LR, WEIGHT_DECAY = 0.05, 5e-4
 
 
 def _batchnorm_to_groupnorm(module: nn.Module) -> nn.Module:
@@ -65,8 +66,20 @@ def _batchnorm_to_groupnorm(module: nn.Module) -> nn.Module:
     return module
 
 
-def _train_steps(rank: int, world_size: int, port: int, data_root: str, out_dir: str) -> None:
-    """``STEPS`` SGD steps of CE + batch-hard triplet (stage 1's loss) through Trainer; saves terms and weights."""
+def _tiny_model(num_classes: int) -> nn.Module:
+    """ResNet-18 (GroupNorm), float64 throughout, seeded: the same initial weights in every process."""
+    from reid.models import build_model
+
+    torch.manual_seed(0)
+    model = _batchnorm_to_groupnorm(build_model(arch="resnet18", pretrained="none", last_stride=1,
+                                                num_classes=num_classes)).double()
+    model.register_forward_pre_hook(lambda _, args: (args[0].double(), *args[1:]))  # the loader yields float32
+    return model
+
+
+def _train_step(rank: int, world_size: int, port: int, data_root: str, out_dir: str) -> None:
+    """One SGD step of CE + batch-hard triplet (stage 1's loss) through Trainer, in float64; saves the epoch
+    means, the weights after the step and the (all-reduced) gradients of that step."""
     torch.set_num_threads(1)
     if world_size > 1:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
@@ -78,12 +91,10 @@ def _train_steps(rank: int, world_size: int, port: int, data_root: str, out_dir:
         from reid.engine.trainer import Trainer, build_optimizer
         from reid.errors import ReidError
         from reid.losses import CrossEntropyLabelSmooth, TripletLoss
-        from reid.models import build_model
 
         dataset = build_dataset("market-format", data_root, verbose=False)
-        torch.manual_seed(0)
-        model = _batchnorm_to_groupnorm(build_model(arch="resnet18", pretrained="none", last_stride=1,
-                                                    num_classes=dataset.num_train_pids))
+        model = _tiny_model(dataset.num_train_pids)
+        torch.set_default_dtype(torch.float64)  # the losses' own constants too (after the float32 initialisation)
         sync_bn_refused = None
         if world_size > 1:
             try:
@@ -92,7 +103,7 @@ def _train_steps(rank: int, world_size: int, port: int, data_root: str, out_dir:
             except ReidError:
                 sync_bn_refused = True
         train_model = wrap_model(model, torch.device("cpu"), find_unused_parameters=False)
-        trainer = Trainer(train_model, build_optimizer(model, "sgd", 0.05, 5e-4), None, torch.device("cpu"),
+        trainer = Trainer(train_model, build_optimizer(model, "sgd", LR, WEIGHT_DECAY), None, torch.device("cpu"),
                           amp=False, logger=RunLogger(out_dir, enabled=False))
         # the global P x K = 4 x 4 batch; rank r gets identities [2r, 2r + 2) of it. No random augmentation.
         loader = build_train_loader(dataset.train, 32, 16, 16, 4, 0, seed=1, flip_prob=0, pad=0,
@@ -106,9 +117,10 @@ def _train_steps(rank: int, world_size: int, port: int, data_root: str, out_dir:
             return loss_ce + loss_triplet, {"ce": loss_ce.item(), "triplet": loss_triplet.item(),
                                             "precision": float(stats["precision"])}
 
-        terms = trainer.train_epoch(loader, loss_fn, STEPS, tag="steps")
+        terms = trainer.train_epoch(loader, loss_fn, 1, tag="step")
+        grads = {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}
         name = f"rank{rank}.pt" if world_size > 1 else "single.pt"
-        torch.save({"terms": terms, "model": model.state_dict(), "sync_bn_refused": sync_bn_refused},
+        torch.save({"terms": terms, "model": model.state_dict(), "grads": grads, "sync_bn_refused": sync_bn_refused},
                    Path(out_dir) / name)
     finally:
         if world_size > 1:
@@ -127,35 +139,41 @@ def _run_workers(fn, nprocs: int, args: tuple, timeout: float = 120) -> None:
             pytest.fail(f"workers did not finish within {timeout} s")
 
 
+# float64 round-off is ~1e-16 relative: measured here, the worst tensor differs by 3e-15 of its gradient scale
+# (conv kernels summing 8 vs. 16 images in another order). 1e-8 leaves 10^6 of headroom for any CPU's kernels,
+# while a real fault in the machinery (gradients summed instead of averaged, the triplet mined over the local
+# half batch, a rank's identities dropped) moves whole tensors by O(1) of their scale.
+GRAD_TOLERANCE = 1e-8
+
+
 def test_ddp_steps_equal_one_process_steps_on_the_global_batch(tiny_data: Path, tmp_path: Path) -> None:
     root = str(tiny_data / "synth-a")
-    _run_workers(_train_steps, WORLD_SIZE, (WORLD_SIZE, _free_port(), root, str(tmp_path)))
-    _run_workers(_train_steps, 1, (1, 0, root, str(tmp_path)))  # the reference: one process, global batch
+    _run_workers(_train_step, WORLD_SIZE, (WORLD_SIZE, _free_port(), root, str(tmp_path)))
+    _run_workers(_train_step, 1, (1, 0, root, str(tmp_path)))  # the reference: one process, global batch
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD_SIZE)]
     single = torch.load(tmp_path / "single.pt")
     assert all(r["sync_bn_refused"] for r in ranks)  # SyncBatchNorm needs CUDA: a one-line error, not a crash
-    # the ranks hold the same weights and report the same (all-reduced) epoch means
+    # exact by construction: the ranks step with the same all-reduced gradients from the same weights
     assert ranks[0]["terms"] == ranks[1]["terms"]
     for key, value in ranks[0]["model"].items():
         assert torch.equal(value, ranks[1]["model"][key]), key
-    # ... which are those of one process on the global batch: CE averaged over the ranks' halves, the triplet
-    # mined over the gathered global batch, gradients averaged by DDP. Float32 round-off only: convolutions over
-    # 8 instead of 16 images differ in the last bits, and |x|^2 + |y|^2 - 2 x.y of features with norms ~20
-    # turns that into ~1e-4 relative on the triplet (measured 8.7e-5). Mining over the local half batch instead
-    # would be off by 10-50 %.
-    assert ranks[0]["terms"] == pytest.approx(single["terms"], rel=1e-3, abs=1e-6)
-    for key, value in single["model"].items():
-        torch.testing.assert_close(ranks[0]["model"][key], value, rtol=1e-4, atol=1e-5, msg=key)
-    moved = sum(float((single["model"][k] - v).abs().sum()) for k, v in _initial_weights().items())
-    assert moved > 1e-3  # the steps did change the weights
-
-
-def _initial_weights() -> dict[str, torch.Tensor]:
-    from reid.models import build_model
-
-    torch.manual_seed(0)
-    model = _batchnorm_to_groupnorm(build_model(arch="resnet18", pretrained="none", last_stride=1, num_classes=12))
-    return {k: v for k, v in model.state_dict().items() if not k.startswith("classifier")}
+    # ... and those gradients are one process's on the global batch: CE averaged over the ranks' halves, the
+    # triplet mined over the gathered global batch, gradients averaged by DDP. Compared per tensor against its
+    # own scale (a tiny gradient is held to a tiny error), in float64, so no CPU's kernels can break it.
+    assert set(single["grads"]) == set(ranks[0]["grads"]) and len(single["grads"]) > 50
+    for key, expected in single["grads"].items():
+        scale = float(expected.abs().max())
+        assert scale > 0, key
+        error = float((ranks[0]["grads"][key] - expected).abs().max())
+        assert error <= GRAD_TOLERANCE * scale, f"{key}: |delta grad| {error:.3g} vs scale {scale:.3g}"
+    assert ranks[0]["terms"] == pytest.approx(single["terms"], rel=1e-9, abs=1e-12)
+    # the step itself is plain SGD on those gradients (momentum buffer = gradient at the first step)
+    initial = _tiny_model(single["model"]["classifier.weight"].shape[0]).state_dict()
+    for key, grad in single["grads"].items():
+        expected_weight = initial[key] - LR * (grad + WEIGHT_DECAY * initial[key])
+        torch.testing.assert_close(single["model"][key], expected_weight, rtol=0, atol=1e-12, msg=key)
+    moved = sum(float((single["model"][k] - v).abs().sum()) for k, v in initial.items() if k in single["grads"])
+    assert moved > 1e-3  # the step did change the weights
 
 
 def test_world_size_checks_are_one_line_errors_before_any_work() -> None:

@@ -126,7 +126,9 @@ class Trainer:
             pids = pids.to(self.device, non_blocking=True)
             with autocast:
                 outputs = self.model(images)
-            outputs = {k: v.float() for k, v in outputs.items()}
+            # autocast's half-precision outputs go up to float32; float64 (tests) stays as it is
+            outputs = {k: v.float() if v.dtype in (torch.float16, torch.bfloat16) else v
+                       for k, v in outputs.items()}
             loss, terms = loss_fn(outputs, pids)
             # under DDP every rank must take the same branch: a rank that raised alone would leave the others
             # waiting in the gradient all-reduce
