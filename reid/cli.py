@@ -236,13 +236,19 @@ def _eval(argv: list[str] | None) -> int:
     result = evaluate_dataset(model, dataset.query, dataset.gallery, height=cfg.data.height, width=cfg.data.width,
                               batch_size=cfg.data.test_batch_size, workers=cfg.data.workers, device=device,
                               flip=args.flip or cfg.eval.flip, rerank=args.rerank or cfg.eval.rerank,
-                              max_rank=cfg.eval.max_rank, amp=cfg.amp)
+                              max_rank=cfg.eval.max_rank, amp=cfg.amp, camera_norm=cfg.eval.camera_norm)
     metrics = result.metrics
     header = f"{'dataset':<16}{'R1':>7}{'R5':>7}{'R10':>7}{'mAP':>7}{'mINP':>7}"
-    row = f"{name:<16}" + "".join(f"{100 * metrics[k]:7.1f}" for k in ("R1", "R5", "R10", "mAP", "mINP"))
-    print(header + "\n" + row)
+    rows = [(name, metrics)]
+    if result.camera_metrics is not None:
+        rows.append((f"+ camera {cfg.eval.camera_norm} (transductive)", result.camera_metrics))
+    print(header + "\n" + "\n".join(f"{label:<16}" + "".join(f"{100 * values[k]:7.1f}" for k in
+                                                                ("R1", "R5", "R10", "mAP", "mINP"))
+                                   for label, values in rows))
     info = {"checkpoint": args.checkpoint or f"untrained ({m.pretrained})", "dataset": name, "root": root,
             "rerank": args.rerank or cfg.eval.rerank, "flip": args.flip or cfg.eval.flip, **metrics}
+    if result.camera_metrics is not None:
+        info["camera_norm"] = {"mode": cfg.eval.camera_norm, **result.camera_metrics}
     with open(out / "metrics.json", "w", encoding="utf-8") as handle:
         json.dump(info, handle, indent=2)
     import numpy as np

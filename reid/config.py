@@ -92,6 +92,13 @@ class AdaptConfig:
     # which embedding the triplet and GDS losses see in stage 2: "after" the BNNeck (centred: the one clustering
     # and retrieval use) or "before" it (ReLU-pooled, all-positive: normalised distances crowd near 0)
     loss_feature: Literal["before", "after"] = "before"
+    # stage-2 loss: batch-hard "triplet" (on loss_feature), the cluster "memory" (Cluster Contrast: InfoNCE over
+    # momentum-updated cluster centroids, on the retrieval embedding), or "both" (summed); GDS-H adds to any
+    loss: Literal["triplet", "memory", "both"] = "triplet"
+    memory_temperature: float = 0.05   # Cluster Contrast's value
+    memory_momentum: float = 0.1       # weight of the old centroid per image update (Cluster Contrast's value)
+    # P x K batches whose K images of a pseudo-identity come from as many cameras as its cluster spans
+    camera_balanced: bool = False
 
 
 @dataclass
@@ -101,6 +108,16 @@ class ClusterConfig:
     min_samples: int = 4
     k1: int = 20
     k2: int = 6
+    # camera awareness (each falls back to the plain form, with one log line, without camera ids or with one
+    # camera): per-camera centring / standardisation of the features before the distance (statistics from the
+    # images being clustered), and the camera-aware Jaccard distance (CA-Jaccard: intra- and inter-camera
+    # k-reciprocal neighbours found separately; k1/k2 are then unused)
+    camera_norm: Literal["none", "center", "standardize"] = "none"
+    camera_jaccard: bool = False
+    k1_intra: int = 5
+    k1_inter: int = 20
+    k2_intra: int = 2
+    k2_inter: int = 4
 
 
 @dataclass
@@ -133,6 +150,9 @@ class EvalConfig:
     flip: bool = False
     rerank: bool = False
     max_rank: int = 50
+    # transductive: per-camera centring of query + gallery embeddings with statistics from each camera's
+    # unlabelled test images; off by default so the standard protocol stays the headline
+    camera_norm: Literal["none", "center", "standardize"] = "none"
 
 
 @dataclass
@@ -174,6 +194,8 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "adapt.rounds": (0, None), "adapt.epochs_per_round": (1, None), "adapt.iters_per_epoch": (0, None),
     "adapt.lr": (0, None), "adapt.weight_decay": (0, None), "adapt.momentum": (0, 1), "adapt.eval_every": (1, None),
     "cluster.rho": (0, 1), "cluster.min_samples": (1, None), "cluster.k1": (2, None), "cluster.k2": (1, None),
+    "cluster.k1_intra": (0, None), "cluster.k1_inter": (0, None), "cluster.k2_intra": (0, None),
+    "cluster.k2_inter": (0, None), "adapt.memory_temperature": (1e-6, None), "adapt.memory_momentum": (0, 0.999),
     "gds.weight": (0, None), "gds.momentum": (0, 1), "gds.lambda_sigma": (0, None), "gds.lambda_h": (0, None),
     "gds.kappa": (0, None),
     "loss.label_smoothing": (0, 1), "loss.triplet_margin": (0, None),
@@ -289,6 +311,9 @@ def _validate(cfg: Config) -> None:
                           f"{cfg.data.batch_size // cfg.data.num_instances}")
     if cfg.model.embedding_dim and cfg.model.embedding_dim < 8:
         raise ConfigError(f"model.embedding_dim: expected 0 (none) or >= 8, got {cfg.model.embedding_dim}")
+    if cfg.cluster.k2_intra + cfg.cluster.k2_inter < 1:
+        raise ConfigError(f"cluster.k2_intra + cluster.k2_inter: expected >= 1 (1 + 0 disables the query expansion), "
+                          f"got {cfg.cluster.k2_intra} + {cfg.cluster.k2_inter}")
     if sorted(cfg.pretrain.milestones) != cfg.pretrain.milestones:
         raise ConfigError(f"pretrain.milestones: expected increasing epochs, got {cfg.pretrain.milestones}")
 

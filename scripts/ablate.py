@@ -2,6 +2,10 @@
 
     python scripts/ablate.py --config configs/demo.yaml --seeds 0 1 2 --out outputs/ablate-demo [--set k=v ...]
 
+    python scripts/ablate.py --config configs/cuhk03.yaml --seeds 0 1 2 --out outputs/ablate-camera \
+        --method "baseline=gds.enabled=false" --method "+ centring=gds.enabled=false;cluster.camera_norm=center"
+
+``--method NAME=OVERRIDES`` (repeatable; overrides separated by ``;``) replaces the default methods below.
 Per seed, stage 1 runs once (its target-test numbers are the direct-transfer row); the three adaptation variants
 start from that same source checkpoint. Writes <out>/table.md (mean ± std over seeds), <out>/results.json and
 <out>/map_per_round.png. Every run folder stays under <out>/seed<S>/<method>/ (TensorBoard, metrics.jsonl).
@@ -44,8 +48,19 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", required=True)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--method", dest="custom", action="append", default=[], metavar="NAME=OVERRIDES",
+                        help="a method of your own: its --set overrides separated by ';' (repeatable)")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
+    methods = dict(METHODS)
+    if args.custom:
+        methods = {}
+        for item in args.custom:
+            name, sep, overrides = item.partition("=")
+            if not sep or not name.strip():
+                parser.error(f"--method {item!r}: expected NAME=key=value;key=value")
+            methods[name.strip()] = [o.strip() for o in overrides.split(";") if o.strip()]
+        args.methods = list(methods)
     out = Path(args.out)
     results: dict[str, dict[int, dict]] = {"direct transfer": {}, **{m: {} for m in args.methods}}
     curves: dict[str, dict[int, list[float]]] = {m: {} for m in args.methods}
@@ -63,7 +78,7 @@ def main() -> None:
             run_dir = out / f"seed{seed}" / method.replace(" ", "_").replace("(", "").replace(")", "")
             start = time.time()
             run(["--config", args.config, "--out", str(run_dir), "--quiet", "--resume", "auto",
-                 *sum([["--set", s] for s in [*common, *METHODS[method],
+                 *sum([["--set", s] for s in [*common, *methods[method],
                                                 f"pretrain.checkpoint={source_dir}/checkpoints/source.pt"]], [])])
             timings[f"seed{seed}/{method}"] = time.time() - start
             evals = [r for r in read_rows(run_dir, "eval") if r["stage"] == "adapt"]

@@ -14,6 +14,7 @@ from sklearn.cluster import DBSCAN
 from sklearn.metrics import normalized_mutual_info_score
 
 from reid.cluster import (
+    camera_spread,
     cluster_dbscan,
     compute_eps,
     generate_pseudo_labels,
@@ -397,3 +398,194 @@ def test_benchmark_clustering_reports_time_memory_and_clusters():
     assert result["peak_mb"] >= 0 and result["peak_rss_mb"] >= result["baseline_mb"]
     assert 0 < result["eps"] < 1
     assert result["num_clusters"] >= 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# cross-camera diagnostics: camera_spread, pseudo_label_quality(camids=...), log_clustering
+
+# 8 samples: clusters {0,1,2}, {3,4}, {5,6}, outlier 7.
+_PSEUDO = np.array([0, 0, 0, 1, 1, 2, 2, -1])
+_TRUTH = np.array([5, 5, 6, 6, 6, 7, 7, 6])
+_CAMS = np.array([1, 2, 1, 3, 3, 1, 2, 4])
+
+
+def test_camera_spread_by_hand():
+    # cluster 0: cams {1, 2, 1} -> 2 cameras; cluster 1: cams {3, 3} -> 1; cluster 2: cams {1, 2} -> 2.
+    # cross-camera clusters: 2 of 3 -> 2/3; mean cameras per cluster (2 + 1 + 2) / 3 = 5/3;
+    # cameras among all samples {1, 2, 3, 4} (4 only on the outlier) -> 4.
+    spread = camera_spread(_PSEUDO, _CAMS)
+    assert spread == {
+        "cross_camera_cluster_fraction": pytest.approx(2 / 3),
+        "mean_cameras_per_cluster": pytest.approx(5 / 3),
+        "num_cameras": 4,
+    }
+    assert isinstance(spread["num_cameras"], int)
+
+
+def test_camera_spread_without_clusters_is_zero_not_nan():
+    assert camera_spread(np.full(3, -1), np.array([0, 1, 1])) == {
+        "cross_camera_cluster_fraction": 0.0,
+        "mean_cameras_per_cluster": 0.0,
+        "num_cameras": 2,
+    }
+
+
+def test_pseudo_label_quality_cross_camera_by_hand():
+    # truth: id 5 {0,1}, id 6 {2,3,4,7}, id 7 {5,6}; cams as _CAMS.
+    # same-cluster pairs: (0,1) (0,2) (1,2) (3,4) (5,6) = 5; same identity among them: (0,1) (3,4) (5,6) = 3
+    #   -> precision 3/5. Same-identity pairs: 1 + C(4,2)=6 + 1 = 8 -> recall 3/8.
+    # cross-camera same-cluster pairs: (0,1) cams 1-2, (1,2) 2-1, (5,6) 1-2 = 3 [(0,2) 1-1 and (3,4) 3-3 are not];
+    #   by counting: C2(3,2,2) = 5 minus C2 of (cluster, cam) groups {0,2} {3,4} = 2 -> 3.
+    #   Of those, same identity: (0,1), (5,6) = 2 -> cross-camera precision 2/3.
+    # cross-camera same-identity pairs: id 5 (0,1) = 1; id 6: 6 pairs minus (3,4) both cam 3 = 5; id 7 (5,6) = 1
+    #   -> 7; cross-camera recall 2/7.
+    quality = pseudo_label_quality(_PSEUDO, _TRUTH, camids=_CAMS)
+    assert quality["pairwise_precision"] == pytest.approx(3 / 5)
+    assert quality["pairwise_recall"] == pytest.approx(3 / 8)
+    assert quality["cross_camera_pairwise_precision"] == pytest.approx(2 / 3)
+    assert quality["cross_camera_pairwise_recall"] == pytest.approx(2 / 7)
+    without = pseudo_label_quality(_PSEUDO, _TRUTH)
+    assert set(without) == {"pairwise_precision", "pairwise_recall", "pairwise_f1", "nmi", "outlier_fraction"}
+    assert {k: quality[k] for k in without} == without
+
+
+def test_pseudo_label_quality_cross_camera_degenerate_cases_are_zero_not_nan():
+    one_camera = pseudo_label_quality(_PSEUDO, _TRUTH, camids=np.zeros(8, dtype=np.int64))
+    assert one_camera["cross_camera_pairwise_precision"] == 0.0
+    assert one_camera["cross_camera_pairwise_recall"] == 0.0
+    all_outliers = pseudo_label_quality(np.full(4, -1), np.array([0, 0, 1, 1]), camids=np.array([0, 1, 0, 1]))
+    assert all_outliers["cross_camera_pairwise_precision"] == 0.0
+    assert all_outliers["cross_camera_pairwise_recall"] == 0.0
+    with pytest.raises(ValueError, match="camids"):
+        pseudo_label_quality(_PSEUDO, _TRUTH, camids=_CAMS[:-1])
+
+
+def test_cross_camera_diagnostics_match_brute_force():
+    rng = np.random.default_rng(11)
+    for trial in range(6):
+        n = 70
+        true_labels = rng.integers(0, 9, size=n) * 3 + 100  # non-contiguous identities
+        camids = rng.choice(np.array([2, 5, 9, 13]), size=n)  # non-contiguous cameras
+        pseudo = (true_labels + (rng.random(n) < 0.3)) % 7
+        pseudo = np.where(rng.random(n) < 0.2, -1, pseudo * 4)  # non-contiguous cluster ids, outliers
+        if trial == 0:
+            pseudo[:] = -1
+        cross_cluster = cross_identity = cross_both = 0
+        for i, j in itertools.combinations(range(n), 2):
+            if camids[i] == camids[j]:
+                continue
+            one_cluster = pseudo[i] >= 0 and pseudo[i] == pseudo[j]
+            same_id = true_labels[i] == true_labels[j]
+            cross_cluster += one_cluster
+            cross_identity += same_id
+            cross_both += one_cluster and same_id
+        quality = pseudo_label_quality(pseudo, true_labels, camids=camids)
+        assert quality["cross_camera_pairwise_precision"] == pytest.approx(
+            cross_both / cross_cluster if cross_cluster else 0.0
+        )
+        assert quality["cross_camera_pairwise_recall"] == pytest.approx(
+            cross_both / cross_identity if cross_identity else 0.0
+        )
+        assert {k: quality[k] for k in pseudo_label_quality(pseudo, true_labels)} == pseudo_label_quality(
+            pseudo, true_labels
+        )
+        cameras_per_cluster = [
+            len(set(camids[pseudo == c].tolist())) for c in sorted(set(pseudo.tolist()) - {-1})
+        ]
+        spread = camera_spread(pseudo, camids)
+        if cameras_per_cluster:
+            assert spread["cross_camera_cluster_fraction"] == pytest.approx(
+                sum(c >= 2 for c in cameras_per_cluster) / len(cameras_per_cluster)
+            )
+            assert spread["mean_cameras_per_cluster"] == pytest.approx(
+                sum(cameras_per_cluster) / len(cameras_per_cluster)
+            )
+        else:
+            assert (
+                spread["cross_camera_cluster_fraction"] == 0.0 and spread["mean_cameras_per_cluster"] == 0.0
+            )
+        assert spread["num_cameras"] == len(set(camids.tolist()))
+
+
+class _RecordingLogger:
+    """Stands in for RunLogger: keeps what log_clustering sends to the console, metrics.jsonl and TensorBoard."""
+
+    def __init__(self):
+        self.lines, self.records, self.scalar_calls, self.histograms = [], [], [], []
+
+    def info(self, message):
+        self.lines.append(message)
+
+    def record(self, kind, **values):
+        self.records.append((kind, values))
+
+    def scalars(self, prefix, values, step):
+        self.scalar_calls.append((prefix, dict(values), step))
+
+    def histogram(self, tag, values, step):
+        self.histograms.append((tag, step))
+
+
+def _cluster_info(pseudo):
+    sizes = np.bincount(pseudo[pseudo >= 0])
+    return {
+        "eps": 0.5,
+        "num_clusters": len(sizes),
+        "num_outliers": int((pseudo < 0).sum()),
+        "cluster_sizes": sizes,
+        "seconds": 0.1,
+    }
+
+
+def test_log_clustering_with_camids_logs_camera_spread_and_cross_camera_quality():
+    import json
+
+    from reid.engine.monitor import log_clustering
+
+    logger = _RecordingLogger()
+    record = log_clustering(logger, 3, _cluster_info(_PSEUDO), _PSEUDO, _TRUTH, camids=_CAMS)
+    assert record["cross_camera_cluster_fraction"] == pytest.approx(2 / 3)
+    assert record["mean_cameras_per_cluster"] == pytest.approx(5 / 3)
+    assert record["num_cameras"] == 4
+    diagnostic = record["diagnostic_uses_target_labels"]
+    assert diagnostic["cross_camera_pairwise_precision"] == pytest.approx(2 / 3)
+    assert diagnostic["cross_camera_pairwise_recall"] == pytest.approx(2 / 7)
+    assert logger.records == [("cluster", record)]
+    json.dumps(record)
+    scalars = {prefix: values for prefix, values, step in logger.scalar_calls if step == 3}
+    assert set(scalars["cluster"]) == {
+        "num_clusters",
+        "num_outliers",
+        "eps",
+        "cross_camera_cluster_fraction",
+        "mean_cameras_per_cluster",
+        "num_cameras",
+    }
+    assert scalars["pseudo_labels_diagnostic_uses_labels"] == diagnostic
+    assert "cross-camera clusters 0.667" in logger.lines[0]
+    assert "cross-camera precision 0.667 recall 0.286" in logger.lines[0]
+    # label-free part without the labels
+    unlabelled = log_clustering(_RecordingLogger(), 3, _cluster_info(_PSEUDO), _PSEUDO, None, camids=_CAMS)
+    assert "diagnostic_uses_target_labels" not in unlabelled
+    assert unlabelled["num_cameras"] == 4
+
+
+def test_log_clustering_without_camids_is_unchanged():
+    from reid.engine.monitor import log_clustering
+
+    logger = _RecordingLogger()
+    record = log_clustering(logger, 0, _cluster_info(_PSEUDO), _PSEUDO, _TRUTH)
+    assert set(record) == {
+        "round",
+        "num_clusters",
+        "num_outliers",
+        "num_samples",
+        "eps",
+        "cluster_size_histogram",
+        "seconds",
+        "diagnostic_uses_target_labels",
+    }
+    assert record["diagnostic_uses_target_labels"] == pseudo_label_quality(_PSEUDO, _TRUTH)
+    scalars = {prefix: values for prefix, values, _ in logger.scalar_calls}
+    assert set(scalars["cluster"]) == {"num_clusters", "num_outliers", "eps"}
+    assert "cross-camera" not in logger.lines[0]

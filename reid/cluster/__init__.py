@@ -5,6 +5,7 @@ from __future__ import annotations
 from reid.cluster.jaccard import jaccard_distance
 from reid.cluster.knn import knn_search
 from reid.cluster.pseudo_labels import (
+    camera_spread,
     cluster_dbscan,
     compute_eps,
     generate_pseudo_labels,
@@ -12,6 +13,7 @@ from reid.cluster.pseudo_labels import (
 )
 
 __all__ = [
+    "camera_spread",
     "cluster_dbscan",
     "compute_eps",
     "generate_pseudo_labels",

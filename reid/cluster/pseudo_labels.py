@@ -13,7 +13,8 @@ import scipy.sparse as sp
 from sklearn.cluster import DBSCAN
 from sklearn.metrics import normalized_mutual_info_score
 
-from reid.cluster.jaccard import jaccard_distance
+from reid.cluster.camera import CameraNorm, camera_fallback_reason, camera_normalize
+from reid.cluster.jaccard import camera_jaccard_distance, jaccard_distance
 from reid.errors import TrainingError
 
 
@@ -82,8 +83,13 @@ def generate_pseudo_labels(
     k2: int = 6,
     min_samples: int = 4,
     rho: float = 1.6e-3,
+    camids: np.ndarray | None = None,
+    camera_norm: CameraNorm = "none",
+    camera_jaccard: bool = False,
+    camera_k: tuple[int, int, int, int] = (5, 20, 2, 4),
 ) -> tuple[np.ndarray, dict]:
-    """Jaccard distance -> eps (UDA_TP rule when ``eps`` is None) -> DBSCAN.
+    """(camera normalisation) -> Jaccard distance (plain or camera-aware) -> eps (UDA_TP rule when ``eps`` is
+    None) -> DBSCAN.
 
     Args:
         features: (N, D) float32 features of the target training images (L2-normalised inside).
@@ -91,17 +97,33 @@ def generate_pseudo_labels(
         k1, k2: see :func:`reid.cluster.jaccard.jaccard_distance`.
         min_samples: DBSCAN core-point size.
         rho: see :func:`compute_eps`.
+        camids: (N,) camera ids of the images, or None (no camera information).
+        camera_norm: ``none`` | ``center`` | ``standardize``: :func:`reid.cluster.camera.camera_normalize`
+            before the distance, statistics from these very images.
+        camera_jaccard: use :func:`reid.cluster.jaccard.camera_jaccard_distance` with
+            ``camera_k = (k1_intra, k1_inter, k2_intra, k2_inter)`` instead of the plain distance.
+            Both camera options fall back to the plain form without camera ids or with one camera
+            (``info["camera_fallback"]`` says why; None when they applied or were not asked for).
 
     Returns:
         labels: (N,) int64, clusters 0..C-1, -1 for outliers.
         info: {"eps": float, "num_clusters": int, "num_outliers": int,
-               "cluster_sizes": (C,) int64 array (size of cluster c at index c), "seconds": float}.
+               "cluster_sizes": (C,) int64 array (size of cluster c at index c), "seconds": float,
+               "camera_fallback": str | None}.
 
     Raises:
         TrainingError: the eps rule gives 0 or 1 (collapsed features), so DBSCAN cannot run.
     """
     start = time.perf_counter()
-    dist = jaccard_distance(features, k1=k1, k2=k2)
+    wants_camera = camera_norm != "none" or camera_jaccard
+    fallback = camera_fallback_reason(camids) if wants_camera else None
+    if fallback is None and camera_norm != "none":
+        features = camera_normalize(features, camids, camera_norm)
+    if fallback is None and camera_jaccard:
+        k1_intra, k1_inter, k2_intra, k2_inter = camera_k
+        dist = camera_jaccard_distance(features, camids, k1_intra, k1_inter, k2_intra, k2_inter)
+    else:
+        dist = jaccard_distance(features, k1=k1, k2=k2)
     if eps is None:
         eps = compute_eps(dist, dist.shape[0], rho=rho)
         if not 0 < eps < 1:
@@ -117,16 +139,57 @@ def generate_pseudo_labels(
         "num_outliers": int(np.count_nonzero(labels < 0)),
         "cluster_sizes": cluster_sizes.astype(np.int64),
         "seconds": time.perf_counter() - start,
+        "camera_fallback": fallback,
     }
     return labels, info
 
 
-def pseudo_label_quality(pseudo_labels: np.ndarray, true_labels: np.ndarray) -> dict:
+def camera_spread(pseudo_labels: np.ndarray, camids: np.ndarray) -> dict:
+    """How many cameras each pseudo-label cluster spans (label-free: needs only the camera ids).
+
+    Args:
+        pseudo_labels: (N,) int cluster ids, -1 for outliers.
+        camids: (N,) camera ids.
+
+    Returns:
+        {"cross_camera_cluster_fraction": clusters (outliers excluded) whose members come from >= 2 distinct
+             cameras / clusters (0.0 when there is no cluster),
+         "mean_cameras_per_cluster": mean over clusters of the number of distinct cameras (0.0 when there is
+             no cluster),
+         "num_cameras": int, distinct cameras among all N samples (outliers included)}.
+    """
+    pseudo_labels = np.asarray(pseudo_labels).ravel()
+    camids = np.asarray(camids).ravel()
+    if pseudo_labels.shape != camids.shape:
+        raise ValueError(f"pseudo_labels and camids differ in length: {pseudo_labels.size} vs {camids.size}")
+    cameras, cam_ids = np.unique(camids, return_inverse=True)
+    cam_ids = cam_ids.ravel()
+    clustered = pseudo_labels >= 0
+    if not clustered.any():
+        return {
+            "cross_camera_cluster_fraction": 0.0,
+            "mean_cameras_per_cluster": 0.0,
+            "num_cameras": int(cameras.size),
+        }
+    # distinct (cluster, camera) pairs; counting them per cluster gives each cluster's number of cameras
+    cluster_cam = np.unique(np.stack([pseudo_labels[clustered], cam_ids[clustered]]), axis=1)
+    _, cameras_per_cluster = np.unique(cluster_cam[0], return_counts=True)
+    return {
+        "cross_camera_cluster_fraction": float(np.mean(cameras_per_cluster >= 2)),
+        "mean_cameras_per_cluster": float(np.mean(cameras_per_cluster)),
+        "num_cameras": int(cameras.size),
+    }
+
+
+def pseudo_label_quality(
+    pseudo_labels: np.ndarray, true_labels: np.ndarray, camids: np.ndarray | None = None
+) -> dict:
     """Diagnostics of pseudo-labels against ground truth (uses labels: log it as such).
 
     Args:
         pseudo_labels: (N,) int cluster ids, -1 for outliers.
         true_labels: (N,) int identities.
+        camids: optional (N,) camera ids; when given, the cross-camera pair counts below are added.
 
     Returns:
         {"pairwise_precision": pairs in one cluster that share the identity / pairs in one cluster
@@ -136,6 +199,11 @@ def pseudo_label_quality(pseudo_labels: np.ndarray, true_labels: np.ndarray) -> 
          "pairwise_f1": harmonic mean of the two (0.0 when both are 0),
          "nmi": sklearn normalized_mutual_info_score on the non-outliers (0.0 when there are none),
          "outlier_fraction": outliers / N}, all floats in [0, 1].
+        With ``camids``, also (only pairs whose two images come from different cameras count):
+        {"cross_camera_pairwise_precision": such pairs in one cluster that share the identity / such pairs in
+             one cluster (0.0 when there is none),
+         "cross_camera_pairwise_recall": such pairs sharing an identity that land in one cluster / such pairs
+             sharing an identity (0.0 when there is none)}.
     """
     pseudo_labels = np.asarray(pseudo_labels).ravel()
     true_labels = np.asarray(true_labels).ravel()
@@ -145,13 +213,11 @@ def pseudo_label_quality(pseudo_labels: np.ndarray, true_labels: np.ndarray) -> 
         )
     clustered = pseudo_labels >= 0
     _, true_ids = np.unique(true_labels, return_inverse=True)
+    true_ids = true_ids.ravel()
 
     same_identity_pairs = _pairs(np.bincount(true_ids))
     same_cluster_pairs = _pairs(np.bincount(pseudo_labels[clustered])) if clustered.any() else 0
-    _, joint_counts = np.unique(
-        np.stack([pseudo_labels[clustered], true_ids[clustered]]), axis=1, return_counts=True
-    )
-    both_pairs = _pairs(joint_counts)
+    both_pairs = _group_pairs(pseudo_labels[clustered], true_ids[clustered])
 
     precision = both_pairs / same_cluster_pairs if same_cluster_pairs else 0.0
     recall = both_pairs / same_identity_pairs if same_identity_pairs else 0.0
@@ -161,13 +227,40 @@ def pseudo_label_quality(pseudo_labels: np.ndarray, true_labels: np.ndarray) -> 
         if clustered.any()
         else 0.0
     )
-    return {
+    quality = {
         "pairwise_precision": float(precision),
         "pairwise_recall": float(recall),
         "pairwise_f1": float(f1),
         "nmi": nmi,
         "outlier_fraction": float(np.count_nonzero(~clustered) / max(1, pseudo_labels.size)),
     }
+    if camids is not None:
+        camids = np.asarray(camids).ravel()
+        if camids.shape != pseudo_labels.shape:
+            raise ValueError(
+                f"pseudo_labels and camids differ in length: {pseudo_labels.size} vs {camids.size}"
+            )
+        cam_ids = np.unique(camids, return_inverse=True)[1].ravel()
+        cluster, identity, cam = pseudo_labels[clustered], true_ids[clustered], cam_ids[clustered]
+        # pairs in a group whose cameras differ = pairs in the group - pairs in the same (group, camera)
+        cross_cluster = same_cluster_pairs - _group_pairs(cluster, cam)
+        cross_both = both_pairs - _group_pairs(cluster, identity, cam)
+        cross_identity = same_identity_pairs - _group_pairs(true_ids, cam_ids)
+        quality["cross_camera_pairwise_precision"] = (
+            float(cross_both / cross_cluster) if cross_cluster else 0.0
+        )
+        quality["cross_camera_pairwise_recall"] = (
+            float(cross_both / cross_identity) if cross_identity else 0.0
+        )
+    return quality
+
+
+def _group_pairs(*keys: np.ndarray) -> int:
+    """Unordered pairs of samples that agree on every key (int arrays of one length): sum of n choose 2."""
+    if keys[0].size == 0:
+        return 0
+    _, counts = np.unique(np.stack(keys), axis=1, return_counts=True)
+    return _pairs(counts)
 
 
 def _pairs(counts: np.ndarray) -> int:

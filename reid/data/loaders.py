@@ -170,6 +170,7 @@ def build_train_loader(
     std: Sequence[float] = IMAGENET_STD,
     num_replicas: int | None = None,
     rank: int | None = None,
+    camera_balanced: bool = False,
 ) -> DataLoader:
     """P x K training loader with augmentation; batches are ``(images (B, 3, H, W) float32, pids, camids,
     indices)`` with int64 label tensors.
@@ -183,6 +184,8 @@ def build_train_loader(
         seed: seeds the sampler order and the augmentation.
         flip_prob, pad, random_erasing_prob, mean, std: see :func:`~reid.data.transforms.build_transforms`.
         num_replicas, rank: world size and rank for DDP; None (or W=1) for one process.
+        camera_balanced: spread each identity's K images over its cameras (see
+            :class:`~reid.data.samplers.RandomIdentitySampler`); False keeps the plain shuffle.
 
     The sampler is ``loader.sampler``; call :func:`set_train_epoch` at the start of every epoch. Batches are
     never partial (``drop_last=True``).
@@ -194,11 +197,13 @@ def build_train_loader(
     """
     rank = rank or 0
     if num_replicas is None or num_replicas == 1:
-        sampler: RandomIdentitySampler = RandomIdentitySampler(items, batch_size, num_instances, seed=seed)
+        sampler: RandomIdentitySampler = RandomIdentitySampler(
+            items, batch_size, num_instances, seed=seed, camera_balanced=camera_balanced
+        )
         local_batch_size = batch_size
     else:
         sampler = DistributedRandomIdentitySampler(
-            items, batch_size, num_instances, num_replicas, rank, seed=seed
+            items, batch_size, num_instances, num_replicas, rank, seed=seed, camera_balanced=camera_balanced
         )
         local_batch_size = sampler.local_batch_size
     transform = build_transforms(

@@ -1,7 +1,8 @@
 """Stage 2: unsupervised adaptation to the target domain.
 
-Each round: extract target-train features -> k-reciprocal Jaccard distance -> DBSCAN pseudo-labels (outliers
-dropped) -> P x K loader over the labelled images -> ``epochs_per_round`` epochs of batch-hard triplet
+Each round: extract target-train features -> (per-camera normalisation) -> k-reciprocal Jaccard distance (plain
+or camera-aware) -> DBSCAN pseudo-labels (outliers dropped) -> P x K loader over the labelled images (optionally
+camera-balanced) -> ``epochs_per_round`` epochs of ``adapt.loss`` (batch-hard triplet, cluster memory, or both)
 + ``gds.weight`` * GDS-H -> evaluate the target test split every ``eval_every`` rounds.
 """
 
@@ -15,17 +16,18 @@ import torch
 
 from reid import distributed
 from reid.cluster import generate_pseudo_labels
+from reid.cluster.camera import camera_fallback_reason
 from reid.config import Config
 from reid.data.datasets import ReidDataset
 from reid.data.loaders import build_test_loader, build_train_loader, set_train_epoch
 from reid.engine.checkpoint import load_model_weights, save_checkpoint, training_state
 from reid.engine.logging import RunLogger
-from reid.engine.monitor import log_clustering, log_distance_histograms, pair_distance_samples
+from reid.engine.monitor import log_clustering, log_distance_histograms, log_eval, pair_distance_samples
 from reid.engine.trainer import Trainer, build_optimizer, derive_seed, seed_everything
 from reid.errors import TrainingError
-from reid.evaluation.evaluator import evaluate_dataset, format_metrics
+from reid.evaluation.evaluator import evaluate_dataset
 from reid.evaluation.features import extract_features
-from reid.losses import GDSLoss, TripletLoss
+from reid.losses import ClusterMemory, GDSLoss, TripletLoss
 
 
 def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: torch.device, logger: RunLogger,
@@ -47,12 +49,16 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
     # When no loss sees the features after the BNNeck, its weight gets no gradient: DDP must know.
     feature_key = "bn_features" if a.loss_feature == "after" else "features"
     gds_key = {"auto": feature_key, "after": "bn_features", "before": "features"}[g.feature]
-    uses_bnneck = feature_key == "bn_features" or (g.enabled and gds_key == "bn_features")
+    use_triplet, use_memory = a.loss in ("triplet", "both"), a.loss in ("memory", "both")
+    memory_key = "bn_features" if cfg.model.neck_feat == "after" else "features"  # the retrieval embedding
+    uses_bnneck = ((use_triplet and feature_key == "bn_features") or (g.enabled and gds_key == "bn_features")
+                   or (use_memory and memory_key == "bn_features"))
     train_model = distributed.wrap_model(model, device, cfg.sync_bn, find_unused_parameters=not uses_bnneck)
     trainer = Trainer(train_model, build_optimizer(model, a.optimizer, a.lr, a.weight_decay, a.momentum), None,
                       device, cfg.amp, logger, cfg.output.log_every)
     triplet = TripletLoss(cfg.loss.triplet_margin, cfg.loss.triplet_normalize)
     gds = GDSLoss(g.momentum, g.lambda_sigma, g.lambda_h, g.kappa, g.normalize, g.hard).to(device)
+    memory = ClusterMemory(a.memory_temperature, a.memory_momentum).to(device) if use_memory else None
     eps = None if c.eps == "auto" else float(c.eps)
     start_round, start_epoch, pseudo_labels, history = 0, 0, None, []
     if resuming:
@@ -64,19 +70,30 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
         history = list(resume.get("history", []))
         if resume.get("pseudo_labels") is not None and start_epoch > 0:
             pseudo_labels = resume["pseudo_labels"].numpy()
+            if memory is not None:  # mid-round: the memory as it was, not re-initialised
+                memory.centroids = resume["memory"].to(device)
         logger.info(f"stage 2: resuming at round {start_round}, epoch {start_epoch}")
 
     def loss_fn(outputs: dict[str, torch.Tensor], pids: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        features = outputs[feature_key]
-        loss_triplet, stats = triplet(features, pids)
-        terms = {"triplet": loss_triplet.item(), "triplet_precision": float(stats["precision"])}
-        if not g.enabled:
-            return loss_triplet, terms
-        loss_gds = gds(outputs[gds_key], pids)
-        terms.update({f"gds_{k}": v for k, v in gds.last_terms.items() if isinstance(v, float)})
-        return loss_triplet + g.weight * loss_gds, terms
+        losses, terms = [], {}
+        if use_triplet:
+            loss_triplet, stats = triplet(outputs[feature_key], pids)
+            losses.append(loss_triplet)
+            terms.update({"triplet": loss_triplet.item(), "triplet_precision": float(stats["precision"])})
+        if use_memory:
+            losses.append(memory(outputs[memory_key], pids))
+            terms.update(memory.last_terms)
+        if g.enabled:
+            losses.append(g.weight * gds(outputs[gds_key], pids))
+            terms.update({f"gds_{k}": v for k, v in gds.last_terms.items() if isinstance(v, float)})
+        return sum(losses[1:], losses[0]), terms
 
     true_pids = np.array([pid for _, pid, _ in target.train])
+    camids = np.array([cam for _, _, cam in target.train])
+    wants_camera = c.camera_norm != "none" or c.camera_jaccard or a.camera_balanced
+    if wants_camera and camera_fallback_reason(camids) is not None:
+        logger.info(f"stage 2: {camera_fallback_reason(camids)} in the target train split: camera-aware "
+                    "clustering and sampling fall back to their plain forms")
     train_features_loader = build_test_loader(target.train, d.height, d.width, d.test_batch_size, d.workers,
                                               distributed=distributed.world_size() > 1)
     metrics: dict = {}
@@ -84,13 +101,17 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
         if pseudo_labels is None:
             features, _, _ = extract_features(model, train_features_loader, device, amp=cfg.amp)
             if distributed.is_main():
-                pseudo_labels, info = generate_pseudo_labels(features.numpy(), eps, k1=c.k1, k2=c.k2,
-                                                             min_samples=c.min_samples, rho=c.rho)
+                pseudo_labels, info = generate_pseudo_labels(
+                    features.numpy(), eps, k1=c.k1, k2=c.k2, min_samples=c.min_samples, rho=c.rho, camids=camids,
+                    camera_norm=c.camera_norm, camera_jaccard=c.camera_jaccard,
+                    camera_k=(c.k1_intra, c.k1_inter, c.k2_intra, c.k2_inter))
                 eps = float(info["eps"])  # the auto rule is fixed after the first round
-                log_clustering(logger, round_index, info, pseudo_labels, true_pids)
+                log_clustering(logger, round_index, info, pseudo_labels, true_pids, camids=camids)
                 positives, negatives = pair_distance_samples(features, pseudo_labels, seed=round_index)
                 log_distance_histograms(logger, "pseudo_label_distances", positives, negatives, round_index)
             pseudo_labels, eps = distributed.broadcast_object((pseudo_labels, eps))
+            if memory is not None:  # every rank holds the gathered features: the same centroids everywhere
+                memory.reset(ClusterMemory.centroids_from(features, torch.from_numpy(pseudo_labels)))
         labelled = [(path, int(label), cam) for (path, _, cam), label in zip(target.train, pseudo_labels) if label >= 0]
         num_clusters = len({item[1] for item in labelled})
         identities_per_batch = d.batch_size // d.num_instances
@@ -103,7 +124,8 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
             loader = build_train_loader(labelled, d.height, d.width, d.batch_size, d.num_instances, d.workers,
                                         seed=derive_seed(cfg.seed, "adapt", round_index), flip_prob=d.flip_prob,
                                         pad=d.pad, random_erasing_prob=d.random_erasing_prob,
-                                        num_replicas=distributed.world_size(), rank=distributed.rank())
+                                        num_replicas=distributed.world_size(), rank=distributed.rank(),
+                                        camera_balanced=a.camera_balanced)
             iters = a.iters_per_epoch or len(loader)  # len(loader) = floor(len(sampler) / batch_size) on every rank
             if not distributed.same_on_all_ranks(iters):
                 raise TrainingError(f"round {round_index}: ranks disagree on the iterations per epoch")
@@ -121,26 +143,25 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
                     log_distance_histograms(logger, "gds_batch_distances", gds.last_pos_dist.numpy(),
                                             gds.last_neg_dist.numpy(), step)
                 if distributed.is_main():
-                    save_checkpoint(_state(cfg, model, trainer, gds, round_index, epoch + 1, eps, pseudo_labels,
-                                           history), run_dir / "checkpoints" / "last.pt")
+                    save_checkpoint(_state(cfg, model, trainer, gds, memory, round_index, epoch + 1, eps,
+                                           pseudo_labels, history), run_dir / "checkpoints" / "last.pt")
         round_labels, start_epoch, pseudo_labels = pseudo_labels, 0, None
         if (round_index + 1) % a.eval_every == 0 or round_index == a.rounds - 1:
             result = evaluate_dataset(model, target.query, target.gallery, height=d.height, width=d.width,
                                       batch_size=d.test_batch_size, workers=d.workers, device=device,
                                       flip=cfg.eval.flip, max_rank=cfg.eval.max_rank, amp=cfg.amp,
-                                      distributed=distributed.world_size() > 1)
+                                      distributed=distributed.world_size() > 1, camera_norm=cfg.eval.camera_norm)
             metrics = result.metrics
             history.append({"round": round_index, **{k: v for k, v in metrics.items() if k != "cmc"}})
-            logger.info(f"round {round_index} target test: {format_metrics(metrics)}")
-            logger.record("eval", stage="adapt", split="target_test", round=round_index, **metrics)
-            logger.scalars("eval_adapt/target_test", {k: v for k, v in metrics.items() if k != "cmc"}, round_index)
+            log_eval(logger, result, cfg.eval.camera_norm, f"round {round_index} target test",
+                     "eval_adapt/target_test", round_index, stage="adapt", split="target_test", round=round_index)
         if distributed.is_main():
-            save_checkpoint(_state(cfg, model, trainer, gds, round_index + 1, 0, eps, None, history),
+            save_checkpoint(_state(cfg, model, trainer, gds, memory, round_index + 1, 0, eps, None, history),
                             run_dir / "checkpoints" / "last.pt")
         if DEBUG_RANK_DIR_ENV in os.environ:
             _dump_rank_state(Path(os.environ[DEBUG_RANK_DIR_ENV]), round_index, round_labels, gds, model, history)
     if distributed.is_main():
-        state = _state(cfg, model, trainer, gds, a.rounds, 0, eps, None, history)
+        state = _state(cfg, model, trainer, gds, memory, a.rounds, 0, eps, None, history)
         save_checkpoint({**state, "stage": "done"}, run_dir / "checkpoints" / "final.pt")
         if history:
             best = max(history, key=lambda row: row["mAP"])
@@ -150,9 +171,10 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
     return metrics
 
 
-def _state(cfg: Config, model: torch.nn.Module, trainer: Trainer, gds: GDSLoss, round_index: int, epoch: int,
-           eps: float | None, pseudo_labels: np.ndarray | None, history: list) -> dict:
+def _state(cfg: Config, model: torch.nn.Module, trainer: Trainer, gds: GDSLoss, memory: ClusterMemory | None,
+           round_index: int, epoch: int, eps: float | None, pseudo_labels: np.ndarray | None, history: list) -> dict:
     extra = {"gds": gds.state_dict(), "eps": eps, "history": history,
+             "memory": memory.centroids.detach().cpu().clone() if memory is not None else None,
              "pseudo_labels": torch.from_numpy(np.asarray(pseudo_labels)) if pseudo_labels is not None else None}
     return training_state(cfg, model, trainer, stage="adapt", epoch=epoch, round=round_index, extra=extra)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from reid.cluster import pseudo_label_quality
+from reid.cluster import camera_spread, pseudo_label_quality
 from reid.engine.logging import RunLogger
 
 
@@ -54,8 +54,12 @@ def pair_distance_samples(features: torch.Tensor, labels: np.ndarray, max_pairs:
 
 
 def log_clustering(logger: RunLogger, round_index: int, info: dict, pseudo_labels: np.ndarray,
-                   true_pids: np.ndarray | None) -> dict:
-    """Console + metrics.jsonl + TensorBoard for one clustering round; returns the logged record."""
+                   true_pids: np.ndarray | None, camids: np.ndarray | None = None) -> dict:
+    """Console + metrics.jsonl + TensorBoard for one clustering round; returns the logged record.
+
+    With ``camids`` (the target training images' camera ids), the label-free record also gets
+    :func:`reid.cluster.camera_spread`'s values, and the label-using diagnostic its cross-camera precision/recall.
+    """
     sizes = np.asarray(info["cluster_sizes"])
     edges = [1, 2, 4, 8, 16, 32, 64, 128, np.inf]
     histogram = {f"{int(lo)}-{'inf' if hi == np.inf else int(hi) - 1}": int(((sizes >= lo) & (sizes < hi)).sum())
@@ -65,15 +69,25 @@ def log_clustering(logger: RunLogger, round_index: int, info: dict, pseudo_label
               "eps": float(info["eps"]), "cluster_size_histogram": histogram, "seconds": float(info["seconds"])}
     line = (f"round {round_index}: {record['num_clusters']} clusters, {record['num_outliers']} outliers "
             f"of {record['num_samples']}, eps {record['eps']:.4f}, sizes {histogram}")
+    scalar_keys = ["num_clusters", "num_outliers", "eps"]
+    if camids is not None:
+        spread = camera_spread(pseudo_labels, camids)
+        record.update(spread)
+        scalar_keys += list(spread)
+        line += (f", cross-camera clusters {spread['cross_camera_cluster_fraction']:.3f}, "
+                 f"cameras/cluster {spread['mean_cameras_per_cluster']:.2f} of {spread['num_cameras']}")
     if true_pids is not None:
-        quality = pseudo_label_quality(pseudo_labels, true_pids)
+        quality = pseudo_label_quality(pseudo_labels, true_pids, camids=camids)
         record["diagnostic_uses_target_labels"] = quality
         line += (f" | [uses target labels] pairwise precision {quality['pairwise_precision']:.3f} "
                  f"recall {quality['pairwise_recall']:.3f} NMI {quality['nmi']:.3f}")
+        if camids is not None:
+            line += (f", cross-camera precision {quality['cross_camera_pairwise_precision']:.3f} "
+                     f"recall {quality['cross_camera_pairwise_recall']:.3f}")
         logger.scalars("pseudo_labels_diagnostic_uses_labels", quality, round_index)
     logger.info(line)
     logger.record("cluster", **record)
-    logger.scalars("cluster", {k: record[k] for k in ("num_clusters", "num_outliers", "eps")}, round_index)
+    logger.scalars("cluster", {k: record[k] for k in scalar_keys}, round_index)
     if len(sizes):
         logger.histogram("cluster/sizes", sizes, round_index)
     return record
@@ -91,3 +105,19 @@ def log_distance_histograms(logger: RunLogger, tag: str, positives: np.ndarray, 
             summary[f"{name}_std"] = float(values.std())
     logger.scalars(tag, summary, step)
     return summary
+
+
+def log_eval(logger: RunLogger, result, camera_norm: str, label: str, tag: str, step: int, **record) -> None:
+    """Console + metrics.jsonl + TensorBoard for one evaluation (an :class:`EvalResult`). The camera-normalised
+    metrics, when asked for (transductive, not the standard protocol), go out as their own rows: split
+    ``<split>_camera_<mode>`` and tag ``<tag>_camera_<mode>``."""
+    from reid.evaluation.evaluator import format_metrics
+
+    rows = [("", result.metrics)]
+    if result.camera_metrics is not None:
+        rows.append((f"_camera_{camera_norm}", result.camera_metrics))
+    for suffix, metrics in rows:
+        note = f" [+ camera {camera_norm}, transductive]" if suffix else ""
+        logger.info(f"{label}{note}: {format_metrics(metrics)}")
+        logger.record("eval", **{**record, "split": record["split"] + suffix}, **metrics)
+        logger.scalars(tag + suffix, {k: v for k, v in metrics.items() if k != "cmc"}, step)

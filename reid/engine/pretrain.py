@@ -12,9 +12,10 @@ from reid.data.datasets import ReidDataset
 from reid.data.loaders import build_train_loader, set_train_epoch
 from reid.engine.checkpoint import load_model_weights, save_checkpoint, training_state
 from reid.engine.logging import RunLogger
+from reid.engine.monitor import log_eval
 from reid.engine.trainer import Trainer, build_optimizer, derive_seed, seed_everything, warmup_multistep
 from reid.errors import TrainingError
-from reid.evaluation.evaluator import evaluate_dataset, format_metrics
+from reid.evaluation.evaluator import evaluate_dataset
 from reid.losses import CrossEntropyLabelSmooth, TripletLoss
 
 
@@ -81,12 +82,11 @@ def run_pretrain(cfg: Config, model: torch.nn.Module, source: ReidDataset, targe
         result = evaluate_dataset(model, dataset.query, dataset.gallery, height=d.height, width=d.width,
                                   batch_size=d.test_batch_size, workers=d.workers, device=device,
                                   flip=cfg.eval.flip, max_rank=cfg.eval.max_rank, amp=cfg.amp,
-                                  distributed=distributed.world_size() > 1)
+                                  distributed=distributed.world_size() > 1, camera_norm=cfg.eval.camera_norm)
         metrics[name] = result.metrics
         label = "source test (supervised)" if name == "source" else "target test (direct transfer)"
-        logger.info(f"stage 1 {label}: {format_metrics(result.metrics)}")
-        logger.record("eval", stage="pretrain", split=f"{name}_test", **result.metrics)
-        logger.scalars(f"eval_pretrain/{name}_test", {k: v for k, v in result.metrics.items() if k != "cmc"}, 0)
+        log_eval(logger, result, cfg.eval.camera_norm, f"stage 1 {label}", f"eval_pretrain/{name}_test", 0,
+                 stage="pretrain", split=f"{name}_test")
     state = training_state(cfg, model, trainer, stage="adapt", epoch=0, round=0, extra={"pretrain_metrics": metrics})
     if distributed.is_main():
         save_checkpoint(state, run_dir / "checkpoints" / "source.pt")

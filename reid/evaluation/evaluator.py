@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from reid.cluster.camera import camera_normalize
 from reid.data.loaders import build_test_loader
 from reid.evaluation.features import extract_features, pairwise_distance
 from reid.evaluation.metrics import evaluate_rank
@@ -17,12 +18,14 @@ Item = tuple[str, int, int]
 
 @dataclass
 class EvalResult:
-    """``metrics``: {"mAP", "mINP", "R1", "R5", "R10", "cmc"} as fractions; ``distmat``: (Q, G) used for ranking."""
+    """``metrics``: {"mAP", "mINP", "R1", "R5", "R10", "cmc"} as fractions; ``distmat``: (Q, G) used for ranking;
+    ``camera_metrics``: the same after transductive per-camera normalisation, or None."""
 
     metrics: dict
     distmat: np.ndarray
     query_features: torch.Tensor
     gallery_features: torch.Tensor
+    camera_metrics: dict | None = None
 
 
 def summarize(result: dict) -> dict:
@@ -35,17 +38,34 @@ def summarize(result: dict) -> dict:
 def evaluate_dataset(model: torch.nn.Module, query: list[Item], gallery: list[Item], *, height: int, width: int,
                      batch_size: int = 128, workers: int = 0, device: torch.device | str = "cpu",
                      flip: bool = False, rerank: bool = False, max_rank: int = 50, amp: bool = False,
-                     distributed: bool = False) -> EvalResult:
-    """Market-1501-protocol evaluation of ``model`` on one test split (see :func:`evaluate_rank`)."""
+                     distributed: bool = False, camera_norm: str = "none") -> EvalResult:
+    """Market-1501-protocol evaluation of ``model`` on one test split (see :func:`evaluate_rank`).
+
+    ``camera_norm`` (``none`` | ``center`` | ``standardize``): transductive per-camera normalisation of the
+    embeddings (:func:`reid.cluster.camera.camera_normalize`), statistics from each camera's query + gallery
+    images together; not the standard protocol: the headline ``metrics`` stay standard, and the camera-normalised
+    ones come as ``camera_metrics`` (None when ``camera_norm`` is ``none``).
+    """
     query_loader = build_test_loader(query, height, width, batch_size, workers, distributed=distributed)
     gallery_loader = build_test_loader(gallery, height, width, batch_size, workers, distributed=distributed)
     qf, q_pids, q_camids = extract_features(model, query_loader, device, flip=flip, amp=amp)
     gf, g_pids, g_camids = extract_features(model, gallery_loader, device, flip=flip, amp=amp)
+    distmat = _distances(qf, gf, rerank)
+    result = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank)
+    camera_metrics = None
+    if camera_norm != "none":
+        both = camera_normalize(torch.cat([qf, gf]).numpy(), np.concatenate([q_camids, g_camids]), camera_norm)
+        camera_distmat = _distances(torch.from_numpy(both[: len(qf)]), torch.from_numpy(both[len(qf):]), rerank)
+        camera_metrics = summarize(evaluate_rank(camera_distmat, q_pids, g_pids, q_camids, g_camids,
+                                                 max_rank=max_rank))
+    return EvalResult(summarize(result), distmat, qf, gf, camera_metrics)
+
+
+def _distances(qf: torch.Tensor, gf: torch.Tensor, rerank: bool) -> np.ndarray:
     distmat = pairwise_distance(qf, gf)
     if rerank:
         distmat = re_ranking(distmat, pairwise_distance(qf, qf), pairwise_distance(gf, gf))
-    result = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank)
-    return EvalResult(summarize(result), distmat, qf, gf)
+    return distmat
 
 
 def format_metrics(metrics: dict) -> str:
