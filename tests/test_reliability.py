@@ -511,3 +511,34 @@ def test_package_source_has_no_code_executing_calls() -> None:
             found += [f"{path.relative_to(REPO)}:{number}: {name}: {line.strip()}"
                       for name, pattern in UNSAFE.items() if pattern.search(code)]
     assert not found, "\n".join(found)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_round_with_the_cluster_memory_then_resume_auto_restores_the_memory_exactly(
+        tmp_path: Path) -> None:
+    # The camera-aware recipe with the memory loss: a mid-round resume must restore the centroids from last.pt
+    # (re-initialising them from a fresh clustering would change the rest of the round).
+    # Optimizer steps: stage 1 = 2 epochs x 3 = 6 (1-6); round 0 = 2 epochs x 2 = 4 (7-10); round 1 epoch 1 =
+    # steps 11-12, then last.pt is written at (adapt, round 1, epoch 1); step 13 is round 1 epoch 2's first.
+    recipe = ["adapt.loss=both", "cluster.camera_norm=center", "adapt.camera_balanced=true"]
+    killer = tmp_path / "killer.py"
+    killer.write_text(KILLER)
+    data, reference, run = tmp_path / "data", tmp_path / "reference", tmp_path / "killed"
+    done = train_subprocess(tiny_args(data, reference, *recipe))
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    killed = train_subprocess(tiny_args(data, run, *recipe), kill_at="step:13", killer=killer)
+    assert killed.returncode == -signal.SIGKILL, f"step:13 not reached:\n{killed.stderr[-3000:]}"
+    assert "SIGKILL step:13" in killed.stderr
+    last = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert (last["stage"], last["round"], last["epoch"]) == ("adapt", 1, 1)
+    assert last["memory"] is not None and last["pseudo_labels"] is not None  # a mid-round state, memory saved
+
+    resumed = train_subprocess(tiny_args(data, run, *recipe) + ["--resume", "auto"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "stage 2: resuming at round 1, epoch 1" in resumed.stdout + resumed.stderr
+    assert_same_final_state(reference, run)
+    expected = load_checkpoint(reference / "checkpoints" / "final.pt")["memory"]
+    final = load_checkpoint(run / "checkpoints" / "final.pt")["memory"]
+    assert expected is not None and final is not None
+    assert torch.equal(final, expected)

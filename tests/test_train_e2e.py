@@ -164,3 +164,88 @@ def test_eval_script_on_real_mini_market_images(mini_market: Path, tmp_path: Pat
     gf, g_pids, g_cams = extract_features(model, build_test_loader(dataset.gallery, 64, 32, 64, 0))
     expected = evaluate_rank(pairwise_distance(qf, gf), q_pids, g_pids, q_cams, g_cams, max_rank=10)
     assert metrics["mAP"] == pytest.approx(expected["mAP"], abs=1e-9)
+
+
+def test_eval_script_camera_norm_row_on_real_mini_market_images(mini_market: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    """``eval.camera_norm=center`` (transductive): the headline metrics stay the standard protocol's, and the
+    extra row equals evaluate_rank after centring each camera's query + gallery features by its own mean,
+    computed here with a plain loop over cameras."""
+    from reid.data.datasets import build_dataset
+    from reid.data.loaders import build_test_loader
+    from reid.evaluation import evaluate_rank
+    from reid.evaluation.features import extract_features, pairwise_distance
+    from reid.models import build_model
+
+    overrides = ["model.arch=resnet18", "model.pretrained=none", "data.height=64", "data.width=32",
+                 "data.workers=0", "device=cpu", "seed=3"]
+    argv = ["--config", str(REPO / "configs" / "demo.yaml"), "--dataset", "market-format", "--root",
+            str(mini_market)] + sum([["--set", o] for o in overrides], [])
+    assert _eval(argv + ["--out", str(tmp_path / "plain")]) == 0
+    assert _eval(argv + ["--out", str(tmp_path / "camera"), "--set", "eval.camera_norm=center"]) == 0
+    assert "+ camera center (transductive)" in capsys.readouterr().out
+    plain = json.loads((tmp_path / "plain" / "metrics.json").read_text())
+    camera = json.loads((tmp_path / "camera" / "metrics.json").read_text())
+    assert "camera_norm" not in plain and camera["mAP"] == plain["mAP"]  # the headline is unchanged
+
+    dataset = build_dataset("market-format", mini_market)
+    torch.manual_seed(3)
+    model = build_model(arch="resnet18", pretrained="none")
+    qf, q_pids, q_cams = extract_features(model, build_test_loader(dataset.query, 64, 32, 64, 0))
+    gf, g_pids, g_cams = extract_features(model, build_test_loader(dataset.gallery, 64, 32, 64, 0))
+    features, cams = torch.cat([qf, gf]).double(), np.concatenate([q_cams, g_cams])
+    for cam in np.unique(cams):
+        rows = torch.from_numpy(np.flatnonzero(cams == cam))
+        features[rows] -= features[rows].mean(dim=0)
+    features = torch.nn.functional.normalize(features, dim=1).float()
+    expected = evaluate_rank(pairwise_distance(features[: len(qf)], features[len(qf):]), q_pids, g_pids, q_cams,
+                             g_cams, max_rank=10)
+    assert camera["camera_norm"]["mode"] == "center"
+    assert camera["camera_norm"]["mAP"] == pytest.approx(expected["mAP"], abs=1e-6)
+    assert camera["camera_norm"]["mAP"] != pytest.approx(plain["mAP"], abs=1e-4)  # it did change the ranking
+
+
+CAMERA_RECIPE = ("adapt.loss=both", "cluster.camera_norm=center", "cluster.camera_jaccard=true", "cluster.eps=0.3",
+                 "adapt.camera_balanced=true", "eval.camera_norm=center")
+
+
+def test_camera_aware_recipe_logs_cross_camera_diagnostics_and_camera_rows(tiny_domains: Path, full_run: Path,
+                                                                            tmp_path: Path) -> None:
+    source = f"pretrain.checkpoint={full_run / 'checkpoints' / 'source.pt'}"
+    assert _train(tiny_args(tiny_domains, tmp_path, source, *CAMERA_RECIPE)) == 0
+    rows = read_jsonl(tmp_path / "metrics.jsonl")
+    clusters = [r for r in rows if r["kind"] == "cluster"]
+    assert len(clusters) == 2
+    for record in clusters:
+        assert record["num_cameras"] == 8  # synth-b
+        assert 0 < record["cross_camera_cluster_fraction"] <= 1 and record["mean_cameras_per_cluster"] >= 1
+        assert "cross_camera_pairwise_precision" in record["diagnostic_uses_target_labels"]
+    epochs = [r for r in rows if r["kind"] == "adapt_epoch"]
+    assert epochs and all("memory" in r and "triplet" in r and "gds_total" in r for r in epochs)
+    splits = [(r["round"], r["split"]) for r in rows if r["kind"] == "eval" and r["stage"] == "adapt"]
+    assert splits == [(0, "target_test"), (0, "target_test_camera_center"), (1, "target_test"),
+                      (1, "target_test_camera_center")]
+    final = load_checkpoint(tmp_path / "checkpoints" / "final.pt")
+    assert final["memory"].ndim == 2 and final["memory"].shape[0] > 0
+    torch.testing.assert_close(final["memory"].norm(dim=1), torch.ones(final["memory"].shape[0]))
+
+
+def test_camera_aware_switches_fall_back_with_one_line_on_a_single_camera_target(
+        tiny_domains: Path, full_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import shutil
+
+    target = tmp_path / "one-camera"
+    for split in ("bounding_box_train", "query", "bounding_box_test"):
+        (target / split).mkdir(parents=True)
+        for index, path in enumerate(sorted((tiny_domains / "synth-b" / split).glob("*.jpg"))):
+            camera = "c1" if split == "bounding_box_train" else path.name.split("_")[1][:2]
+            shutil.copy(path, target / split / f"{path.name.split('_')[0]}_{camera}s1_{index:06d}_01.jpg")
+    source = f"pretrain.checkpoint={full_run / 'checkpoints' / 'source.pt'}"
+    out = tmp_path / "run"
+    assert _train(tiny_args(tiny_domains, out, source, f"data.target_root={target}", "data.target=market-format",
+                            *CAMERA_RECIPE)) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("1 camera in the target train split: camera-aware clustering and sampling fall back") == 1
+    clusters = [r for r in read_jsonl(out / "metrics.jsonl") if r["kind"] == "cluster"]
+    assert [r["num_cameras"] for r in clusters] == [1, 1]
+    assert all(r["cross_camera_cluster_fraction"] == 0 for r in clusters)

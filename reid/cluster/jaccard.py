@@ -122,7 +122,8 @@ def camera_jaccard_distance(
     reciprocal.sort_indices()
     weights = _softmax_weights(features, reciprocal, np.hstack([intra_sims, inter_sims]), np.hstack([intra, inter]))
     if (k2_intra, k2_inter) != (1, 0):
-        weights = _query_expansion(weights, np.hstack([intra[:, :k2_intra], inter[:, :k2_inter]]))
+        # a camera with fewer images than asked pads its lists with repeats: each image counts once
+        weights = _query_expansion(weights, np.hstack([intra[:, :k2_intra], inter[:, :k2_inter]]), distinct=True)
     return _jaccard_from_weights(weights)
 
 
@@ -223,9 +224,19 @@ def _softmax_weights(
     return sp.csr_matrix((weights, expansion.indices, expansion.indptr), shape=expansion.shape)
 
 
-def _query_expansion(weights: sp.csr_matrix, neighbours: np.ndarray) -> sp.csr_matrix:
-    """V[i] <- mean of V over the rows neighbours[i] (self included). (N, N) CSR, (N, k2) -> (N, N) CSR."""
+def _query_expansion(weights: sp.csr_matrix, neighbours: np.ndarray, distinct: bool = False) -> sp.csr_matrix:
+    """V[i] <- mean of V over the rows neighbours[i] (self included). (N, N) CSR, (N, k2) -> (N, N) CSR.
+
+    ``distinct``: a row listed more than once in neighbours[i] counts once (the mean is over distinct rows).
+    """
     num_samples, k2 = neighbours.shape
+    if distinct:
+        pattern = _neighbour_graph(neighbours).astype(np.float64)  # duplicates summed, then counted once
+        pattern.data[:] = 1.0
+        pattern = sp.csr_matrix(pattern.multiply(1.0 / np.diff(pattern.indptr)[:, None]))
+        expanded = (pattern @ weights).tocsr()
+        expanded.sort_indices()
+        return expanded
     averaging = sp.csr_matrix(
         (
             np.full(num_samples * k2, 1.0 / k2),

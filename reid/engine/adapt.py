@@ -70,8 +70,15 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
         history = list(resume.get("history", []))
         if resume.get("pseudo_labels") is not None and start_epoch > 0:
             pseudo_labels = resume["pseudo_labels"].numpy()
-            if memory is not None:  # mid-round: the memory as it was, not re-initialised
+            if memory is not None and resume.get("memory") is not None:  # mid-round: the memory as it was
                 memory.centroids = resume["memory"].to(device)
+            elif memory is not None:  # written by a run without the memory: initialise it from these labels
+                logger.info("stage 2: the resume checkpoint holds no cluster memory (adapt.loss was triplet); "
+                            "initialising it from the saved pseudo-labels")
+                features, _, _ = extract_features(model, build_test_loader(
+                    target.train, d.height, d.width, d.test_batch_size, d.workers,
+                    distributed=distributed.world_size() > 1), device, amp=cfg.amp)
+                memory.reset(ClusterMemory.centroids_from(features, torch.from_numpy(pseudo_labels)))
         logger.info(f"stage 2: resuming at round {start_round}, epoch {start_epoch}")
 
     def loss_fn(outputs: dict[str, torch.Tensor], pids: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
