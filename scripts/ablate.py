@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--method", dest="custom", action="append", default=[], metavar="NAME=OVERRIDES",
                         help="a method of your own: its --set overrides separated by ';' (repeatable)")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: rebuild the tables from the run folders under --out")
     args = parser.parse_args()
     methods = dict(METHODS)
     if args.custom:
@@ -62,40 +64,87 @@ def main() -> None:
             methods[name.strip()] = [o.strip() for o in overrides.split(";") if o.strip()]
         args.methods = list(methods)
     out = Path(args.out)
-    results: dict[str, dict[int, dict]] = {"direct transfer": {}, **{m: {} for m in args.methods}}
-    curves: dict[str, dict[int, list[float]]] = {m: {} for m in args.methods}
     timings: dict[str, float] = {}
+    results: dict[str, dict[int, dict]] = {"direct transfer": {}, **{m: {} for m in args.methods}}
+    camera_rows: dict[str, dict[int, dict]] = {}  # transductive eval.camera_norm rows, when the runs logged them
+    curves: dict[str, dict[int, list[float]]] = {m: {} for m in args.methods}
+    clusters: dict[str, dict[int, list[dict]]] = {m: {} for m in args.methods}
     for seed in args.seeds:
         common = [f"seed={seed}", *args.overrides]
         source_dir = out / f"seed{seed}" / "source"
-        start = time.time()
-        run(["--config", args.config, "--out", str(source_dir), "--quiet", "--resume", "auto",
-             *sum([["--set", s] for s in [*common, "adapt.enabled=false"]], [])])
-        timings[f"seed{seed}/source"] = time.time() - start
-        direct = next(r for r in read_rows(source_dir, "eval") if r["split"] == "target_test")
-        results["direct transfer"][seed] = direct
+        if not args.report_only:
+            start = time.time()
+            run(["--config", args.config, "--out", str(source_dir), "--quiet", "--resume", "auto",
+                 *sum([["--set", s] for s in [*common, "adapt.enabled=false"]], [])])
+            timings[f"seed{seed}/source"] = time.time() - start
+        for row in read_rows(source_dir, "eval"):
+            if row["split"] == "target_test":
+                results["direct transfer"][seed] = row
+            elif row["split"].startswith("target_test_camera"):
+                camera_rows.setdefault("direct transfer", {})[seed] = row
         for method in args.methods:
             run_dir = out / f"seed{seed}" / method.replace(" ", "_").replace("(", "").replace(")", "")
-            start = time.time()
-            run(["--config", args.config, "--out", str(run_dir), "--quiet", "--resume", "auto",
-                 *sum([["--set", s] for s in [*common, *methods[method],
-                                                f"pretrain.checkpoint={source_dir}/checkpoints/source.pt"]], [])])
-            timings[f"seed{seed}/{method}"] = time.time() - start
+            if not args.report_only:
+                start = time.time()
+                run(["--config", args.config, "--out", str(run_dir), "--quiet", "--resume", "auto",
+                     *sum([["--set", s] for s in [*common, *methods[method],
+                                                    f"pretrain.checkpoint={source_dir}/checkpoints/source.pt"]], [])])
+                timings[f"seed{seed}/{method}"] = time.time() - start
             evals = [r for r in read_rows(run_dir, "eval") if r["stage"] == "adapt"]
-            results[method][seed] = evals[-1]
-            curves[method][seed] = [r["mAP"] for r in evals]
-    write_report(out, results, curves, timings, args)
+            standard = [r for r in evals if r["split"] == "target_test"]
+            results[method][seed] = standard[-1]
+            curves[method][seed] = [r["mAP"] for r in standard]
+            camera = [r for r in evals if r["split"].startswith("target_test_camera")]
+            if camera:
+                camera_rows.setdefault(method, {})[seed] = camera[-1]
+            clusters[method][seed] = read_rows(run_dir, "cluster")
+    write_report(out, results, curves, timings, args, camera_rows, clusters)
 
 
-def write_report(out: Path, results: dict, curves: dict, timings: dict, args: argparse.Namespace) -> None:
+def per_round(runs: list[list[dict]], key: str, labelled: bool = False, digits: int = 2) -> str:
+    """'a → b → ...': the mean over seeds of one cluster-record value per round (label-using ones nested)."""
+    def get(row: dict) -> float:
+        source = row.get("diagnostic_uses_target_labels", {}) if labelled else row
+        return float(source.get(key, float("nan")))
+
+    rounds = min(len(rows) for rows in runs)
+    return " → ".join(f"{np.mean([get(rows[r]) for rows in runs]):.{digits}f}" for r in range(rounds))
+
+
+def mean_std(values: list[float]) -> str:
+    values = 100 * np.asarray(values, dtype=float)
+    return f"{values.mean():.1f} ± {values.std():.1f}"
+
+
+def write_report(out: Path, results: dict, curves: dict, timings: dict, args: argparse.Namespace,
+                 camera_rows: dict | None = None, clusters: dict | None = None) -> None:
     lines = [f"config `{args.config}`, seeds {args.seeds}, overrides {args.overrides or 'none'}", "",
-             "| method | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+             "| method | " + " | ".join(COLUMNS) + " | mAP per seed |", "|---" * (len(COLUMNS) + 2) + "|"]
     for method, by_seed in results.items():
-        cells = []
-        for column in COLUMNS:
-            values = 100 * np.array([row[column] for row in by_seed.values()])
-            cells.append(f"{values.mean():.1f} ± {values.std():.1f}")
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        cells = [mean_std([row[column] for row in by_seed.values()]) for column in COLUMNS]
+        per_seed = ", ".join(f"{100 * row['mAP']:.1f}" for row in by_seed.values())
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {per_seed} |")
+    if camera_rows:
+        lines += ["", "Transductive: + per-camera centring of query + gallery features at test time (eval.camera_norm)",
+                  "", "| method | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+        for method, by_seed in camera_rows.items():
+            lines.append(f"| {method} | " + " | ".join(mean_std([row[c] for row in by_seed.values()])
+                                                     for c in COLUMNS) + " |")
+    if clusters:
+        lines += ["", "Pseudo-labels per round (mean over seeds). Label-free: clusters, cross-camera cluster share. "
+                  "[uses target-train labels]: pairwise precision / recall, cross-camera pair precision / recall.",
+                  "", "| method | clusters | cross-camera clusters | precision | recall | cross-cam precision | "
+                  "cross-cam recall |", "|---|---|---|---|---|---|---|"]
+        for method, by_seed in clusters.items():
+            runs = [rows for rows in by_seed.values() if rows]
+            if not runs:
+                continue
+
+            lines.append(f"| {method} | {per_round(runs, 'num_clusters', digits=0)} | "
+                         f"{per_round(runs, 'cross_camera_cluster_fraction')} | "
+                         + " | ".join(per_round(runs, key, labelled=True) for key in (
+                             "pairwise_precision", "pairwise_recall", "cross_camera_pairwise_precision",
+                             "cross_camera_pairwise_recall")) + " |")
     (out / "table.md").write_text("\n".join(lines) + "\n")
     (out / "results.json").write_text(json.dumps({"results": results, "curves": curves, "seconds": timings},
                                                  indent=1, default=float))

@@ -542,3 +542,13 @@ def test_sigkill_mid_round_with_the_cluster_memory_then_resume_auto_restores_the
     final = load_checkpoint(run / "checkpoints" / "final.pt")["memory"]
     assert expected is not None and final is not None
     assert torch.equal(final, expected)
+
+    # a mid-round checkpoint of a triplet-only run holds no memory: switching adapt.loss on resume initialises
+    # the memory from the saved pseudo-labels instead of failing
+    plain = tmp_path / "plain"
+    killed = train_subprocess(tiny_args(data, plain), kill_at="step:13", killer=killer)
+    assert killed.returncode == -signal.SIGKILL and load_checkpoint(plain / "checkpoints" / "last.pt")["memory"] is None
+    switched = train_subprocess(tiny_args(data, plain, "adapt.loss=both") + ["--resume", "auto"])
+    assert switched.returncode == 0, switched.stderr[-3000:]
+    assert "holds no cluster memory (adapt.loss was triplet); initialising it" in switched.stdout
+    assert load_checkpoint(plain / "checkpoints" / "final.pt")["memory"].shape[0] > 0
