@@ -141,7 +141,9 @@ def _train(argv: list[str] | None) -> int:
     configure_determinism(cfg, device)
     resume_path = find_resume(run_dir, args.resume)
     resume = load_checkpoint(resume_path) if resume_path else None
-    logger = RunLogger(run_dir, enabled=distributed.is_main(), quiet=args.quiet or bool(os.environ.get("CI")))
+    # no file is written into the run folder before every input is checked (config.yaml and the events file below)
+    logger = RunLogger(run_dir, enabled=distributed.is_main(), quiet=args.quiet or bool(os.environ.get("CI")),
+                       open_files=False)
     logger.info(f"run folder {run_dir}, device {device}, world size {distributed.world_size()}"
                 + (f", resuming from {resume_path} (stage {resume['stage']})" if resume else ""))
 
@@ -166,23 +168,25 @@ def _train(argv: list[str] | None) -> int:
                         embedding_dim=m.embedding_dim, neck_feat=m.neck_feat).to(device)
     if resume is not None:  # a checkpoint that does not fit fails here, before the run folder changes
         load_model_weights(model, resume, str(resume_path), skip_classifier=stage != "pretrain")
-    if distributed.is_main():  # inputs checked: from here on the folder describes this run
-        save_config(cfg, run_dir / "config.yaml")
     summary: dict = {}
-    if stage == "pretrain":
-        if cfg.pretrain.checkpoint:
-            load_model_weights(model, load_checkpoint(cfg.pretrain.checkpoint), cfg.pretrain.checkpoint,
-                               skip_classifier=True)
-            logger.info(f"stage 1 skipped: source model loaded from {cfg.pretrain.checkpoint}")
-        elif cfg.pretrain.enabled and cfg.pretrain.epochs > 0:
-            summary["pretrain"] = run_pretrain(cfg, model, source, target, device, logger, run_dir, resume)
-        resume = None
-    else:
+    if stage == "pretrain" and cfg.pretrain.checkpoint:  # an input too: checked before the folder changes
+        load_model_weights(model, load_checkpoint(cfg.pretrain.checkpoint), cfg.pretrain.checkpoint,
+                           skip_classifier=True)
+    elif stage != "pretrain":
         summary["pretrain"] = resume.get("pretrain_metrics")
         source_checkpoint = resume_path.parent / "source.pt"
         if summary["pretrain"] is None:  # stage-2 checkpoints do not repeat them: source.pt, written next to it
             summary["pretrain"] = (load_checkpoint(source_checkpoint).get("pretrain_metrics", {})
                                    if source_checkpoint.is_file() else {})
+    if distributed.is_main():  # inputs checked: from here on the folder describes this run
+        save_config(cfg, run_dir / "config.yaml")
+    logger.open_files()
+    if stage == "pretrain":
+        if cfg.pretrain.checkpoint:
+            logger.info(f"stage 1 skipped: source model loaded from {cfg.pretrain.checkpoint}")
+        elif cfg.pretrain.enabled and cfg.pretrain.epochs > 0:
+            summary["pretrain"] = run_pretrain(cfg, model, source, target, device, logger, run_dir, resume)
+        resume = None
     if cfg.adapt.enabled and cfg.adapt.rounds > 0:
         summary["adapt"] = run_adapt(cfg, model, target, device, logger, run_dir, resume)
     if distributed.is_main():

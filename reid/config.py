@@ -365,6 +365,8 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
             mark = getattr(error, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""
             raise ConfigError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
+    if not isinstance(values, dict):  # named here, once: config_from_dict's errors get the source prefix below
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(values).__name__}")
     try:
         return config_from_dict(values, overrides, source)
     except ConfigError as error:

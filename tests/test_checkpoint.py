@@ -103,3 +103,32 @@ def test_find_resume_auto(tmp_path: Path) -> None:
     assert find_resume(tmp_path, "auto") == tmp_path / "checkpoints" / "last.pt"
     with pytest.raises(CheckpointError, match="not found"):
         find_resume(tmp_path, str(tmp_path / "missing.pt"))
+
+
+def test_a_file_that_is_not_a_torch_file_is_named_as_such(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("notes.txt").write_text("Training notes\nlr 0.1, 40 epochs\n")  # used to read as "would execute code"
+    Path("empty.pt").write_bytes(b"")
+    Path("image.pt").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    with open("plain.pkl", "wb") as handle:
+        pickle.dump({"model": [1.0, 2.0]}, handle, protocol=4)
+    cases = {
+        "notes.txt": "notes.txt: not a checkpoint (not a torch file: text starting 'Training notes')",
+        "empty.pt": "empty.pt: not a checkpoint (not a torch file: the file is empty)",
+        "image.pt": "image.pt: not a checkpoint (not a torch file: unrecognised header b'\\x89PNG\\r\\n\\x1a\\n')",
+        "plain.pkl": "plain.pkl: not a checkpoint (not a torch file: a plain pickle, not written by torch.save)",
+    }
+    for name, message in cases.items():
+        with pytest.raises(CheckpointError) as raised:
+            load_checkpoint(name)
+        assert str(raised.value) == message
+
+
+def test_a_plain_pickle_that_would_execute_code_is_still_refused(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with open("evil.pkl", "wb") as handle:
+        pickle.dump({"model": _Exploit()}, handle, protocol=2)  # not torch.save, but a pickle naming os.system
+    with pytest.raises(CheckpointError, match="evil.pkl: refused to load: it contains objects that would execute"):
+        load_checkpoint("evil.pkl")
+    assert not (tmp_path / "pwned-by-checkpoint").exists()

@@ -93,3 +93,11 @@ def test_paths_expand_environment_variables_without_a_shell(monkeypatch: pytest.
         expand_path("${REID_TEST_UNSET}/a")
     cfg = resolve_paths(load_config(None, ["data.source_root=${REID_TEST_ROOT}/m"]))
     assert cfg.data.source_root == "/data/x/m"
+
+
+def test_a_top_level_that_is_not_a_mapping_names_the_file_once(tmp_path: Path) -> None:
+    path = tmp_path / "x.yaml"
+    path.write_text("- data\n- model\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert str(raised.value) == f"{path}: expected a mapping at the top level, got list"

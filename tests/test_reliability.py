@@ -552,3 +552,41 @@ def test_sigkill_mid_round_with_the_cluster_memory_then_resume_auto_restores_the
     assert switched.returncode == 0, switched.stderr[-3000:]
     assert "holds no cluster memory (adapt.loss was triplet); initialising it" in switched.stdout
     assert load_checkpoint(plain / "checkpoints" / "final.pt")["memory"].shape[0] > 0
+
+
+def test_a_text_file_given_as_checkpoint_is_not_a_checkpoint(tiny_data: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("notes.txt").write_text("Training notes\nlr 0.1, 40 epochs\n")
+    argv = ["--config", str(REPO / "configs" / "demo.yaml"), "--checkpoint", "notes.txt", "--out", "eval"]
+    for item in (f"data.target_root={tiny_data}/synth-b", "model.arch=resnet18", "model.pretrained=none",
+                 "device=cpu", "data.synthetic_train_ids=12", "data.synthetic_test_ids=6",
+                 "data.synthetic_images_per_id=6"):
+        argv += ["--set", item]
+    line = run_failing(capsys, argv, main=_eval)
+    assert line == "CheckpointError: notes.txt: not a checkpoint (not a torch file: text starting 'Training notes')"
+
+
+def test_a_config_that_is_not_a_mapping_names_the_file_once(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "x.yaml"
+    path.write_text("- data\n- model\n")
+    line = run_failing(capsys, ["--config", str(path), "--out", str(tmp_path / "run")])
+    assert line == f"ConfigError: {path}: expected a mapping at the top level, got list"
+
+
+@pytest.mark.parametrize("case", ["dataset root", "pretrain checkpoint"])
+def test_a_run_failing_at_start_up_writes_nothing_into_a_fresh_folder(
+        case: str, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    if case == "dataset root":
+        argv = market_args(tiny_data, out, tmp_path / "nope")
+        message = f"DatasetError: dataset root not found: {tmp_path / 'nope'}"
+    else:
+        (tmp_path / "notes.txt").write_text("Training notes\n")
+        argv = tiny_args(tiny_data, out, f"pretrain.checkpoint={tmp_path / 'notes.txt'}")
+        message = (f"CheckpointError: {tmp_path / 'notes.txt'}: not a checkpoint "
+                   "(not a torch file: text starting 'Training notes')")
+    line = run_failing(capsys, argv)
+    assert line.startswith(message), line
+    assert not out.exists() or list(out.rglob("*")) == []  # no events file, no config.yaml, nothing

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -50,18 +51,76 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     return path
 
 
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format: a zip archive holding data.pkl and the tensors
+# The legacy (``_use_new_zipfile_serialization=False``) format opens with the pickled magic number 0x1950a86a20f9469cfc6c
+_LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+
+
+def _file_kind(head: bytes) -> str:
+    """What the first bytes of a file say it is: zip | legacy (torch files) | pickle | empty | text | binary."""
+    if head.startswith(_ZIP_MAGIC):
+        return "zip"
+    if head[:1] == b"\x80" and head[2:14] == _LEGACY_MAGIC:
+        return "legacy"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "pickle"  # a binary pickle, but not one written by torch.save
+    if not head:
+        return "empty"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as error:
+        text = head[: error.start].decode("utf-8") if error.start >= len(head) - 3 else ""
+    if text and all(ch.isprintable() or ch in "\t\n\r" for ch in text):
+        return "text"
+    return "binary"
+
+
+def _not_a_torch_file(kind: str, head: bytes) -> str:
+    if kind == "empty":
+        return "the file is empty"
+    if kind == "text":
+        first = next((line.strip() for line in head.decode("utf-8", errors="ignore").splitlines() if line.strip()), "")
+        return f"text starting {first[:40]!r}"
+    if kind == "pickle":
+        return "a plain pickle, not written by torch.save"
+    if kind == "zip":
+        return "a zip archive without torch's data.pkl"
+    return f"unrecognised header {head[:8]!r}"
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True`` (a pickle that would run code is refused)."""
+    """Load a checkpoint with ``weights_only=True`` (a pickle that would run code is refused).
+
+    A file that is not a torch file at all (text, an image, ...) is reported as such without being unpickled.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as handle:
+            head = handle.read(512)
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot read checkpoint: {error.strerror or error}") from None
+    kind = _file_kind(head)
+    if kind not in ("zip", "legacy", "pickle"):
+        raise CheckpointError(f"{path}: not a checkpoint (not a torch file: {_not_a_torch_file(kind, head)})")
+    try:
+        with warnings.catch_warnings():
+            if kind == "pickle":  # "Detected pickle protocol 4": a plain pickle gets its own one-line error below
+                warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if "weights_only" in str(error) or "Unsupported global" in str(error):
+        message = str(error)
+        first_line = message.strip().splitlines()[0] if message.strip() else type(error).__name__
+        # Only a genuine pickle can ask for a global: torch files (whose pickle torch wrote), or a binary pickle
+        # that names a disallowed global
+        if ("unsupported global" in message.lower()
+                or (kind in ("zip", "legacy") and "weights_only" in message)):
             raise CheckpointError(f"{path}: refused to load: it contains objects that would execute code "
                                   "(only plain tensors and containers are accepted)") from None
+        if kind == "pickle" or (kind == "zip" and ("data.pkl" in message or "not in a subdirectory" in message)):
+            raise CheckpointError(f"{path}: not a checkpoint (not a torch file: "
+                                  f"{_not_a_torch_file(kind, head)})") from None
         raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({first_line[:200]})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(state).__name__}")

@@ -37,20 +37,28 @@ class RunLogger:
     Args:
         run_dir: the run folder. ``enabled=False`` (ranks > 0) makes every call a no-op.
         quiet: no tqdm progress bars.
+        open_files: create the TensorBoard writer now; ``False`` defers it to :meth:`open_files`, so that a run
+            failing at start-up (bad config, dataset or checkpoint) leaves no file behind. ``info`` works either way.
     """
 
-    def __init__(self, run_dir: str | os.PathLike, enabled: bool = True, quiet: bool = False):
+    def __init__(self, run_dir: str | os.PathLike, enabled: bool = True, quiet: bool = False,
+                 open_files: bool = True):
         self.run_dir = Path(run_dir)
         self.enabled = enabled
         self.quiet = quiet  # no progress bars (tests, CI logs)
         self.writer = None
         self.start = time.time()
-        if enabled:
+        self.jsonl_path = self.run_dir / "metrics.jsonl"
+        if open_files:
+            self.open_files()
+
+    def open_files(self) -> None:
+        """Create the run folder and its TensorBoard events file (rank 0; a no-op while the writer is open)."""
+        if self.enabled and self.writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.writer = SummaryWriter(log_dir=str(self.run_dir))
-            self.jsonl_path = self.run_dir / "metrics.jsonl"
 
     def info(self, message: str) -> None:
         if self.enabled:
