@@ -242,13 +242,13 @@ def _eval(argv: list[str] | None) -> int:
                               flip=args.flip or cfg.eval.flip, rerank=args.rerank or cfg.eval.rerank,
                               max_rank=cfg.eval.max_rank, amp=cfg.amp, camera_norm=cfg.eval.camera_norm)
     metrics = result.metrics
-    header = f"{'dataset':<16}{'R1':>7}{'R5':>7}{'R10':>7}{'mAP':>7}{'mINP':>7}"
     rows = [(name, metrics)]
     if result.camera_metrics is not None:
         rows.append((f"+ camera {cfg.eval.camera_norm} (transductive)", result.camera_metrics))
-    print(header + "\n" + "\n".join(f"{label:<16}" + "".join(f"{100 * values[k]:7.1f}" for k in
-                                                                ("R1", "R5", "R10", "mAP", "mINP"))
-                                   for label, values in rows))
+    width = max(16, *(len(label) + 2 for label, _ in rows))
+    print(f"{'dataset':<{width}}" + "".join(f"{k:>7}" for k in ("R1", "R5", "R10", "mAP", "mINP")))
+    for label, values in rows:
+        print(f"{label:<{width}}" + "".join(f"{100 * values[k]:7.1f}" for k in ("R1", "R5", "R10", "mAP", "mINP")))
     info = {"checkpoint": args.checkpoint or f"untrained ({m.pretrained})", "dataset": name, "root": root,
             "rerank": args.rerank or cfg.eval.rerank, "flip": args.flip or cfg.eval.flip, **metrics}
     if result.camera_metrics is not None:

@@ -61,6 +61,8 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
     memory = ClusterMemory(a.memory_temperature, a.memory_momentum).to(device) if use_memory else None
     eps = None if c.eps == "auto" else float(c.eps)
     start_round, start_epoch, pseudo_labels, history = 0, 0, None, []
+    train_features_loader = build_test_loader(target.train, d.height, d.width, d.test_batch_size, d.workers,
+                                              distributed=distributed.world_size() > 1)
     if resuming:
         if "gds" in resume:  # written by this stage (source.pt carries the stage-1 optimizer, not ours)
             trainer.load_state_dict(resume["trainer"])
@@ -75,9 +77,7 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
             elif memory is not None:  # written by a run without the memory: initialise it from these labels
                 logger.info("stage 2: the resume checkpoint holds no cluster memory (adapt.loss was triplet); "
                             "initialising it from the saved pseudo-labels")
-                features, _, _ = extract_features(model, build_test_loader(
-                    target.train, d.height, d.width, d.test_batch_size, d.workers,
-                    distributed=distributed.world_size() > 1), device, amp=cfg.amp)
+                features, _, _ = extract_features(model, train_features_loader, device, amp=cfg.amp)
                 memory.reset(ClusterMemory.centroids_from(features, torch.from_numpy(pseudo_labels)))
         logger.info(f"stage 2: resuming at round {start_round}, epoch {start_epoch}")
 
@@ -101,8 +101,6 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
     if wants_camera and camera_fallback_reason(camids) is not None:
         logger.info(f"stage 2: {camera_fallback_reason(camids)} in the target train split: camera-aware "
                     "clustering and sampling fall back to their plain forms")
-    train_features_loader = build_test_loader(target.train, d.height, d.width, d.test_batch_size, d.workers,
-                                              distributed=distributed.world_size() > 1)
     metrics: dict = {}
     for round_index in range(start_round, a.rounds):
         if pseudo_labels is None:
