@@ -97,6 +97,11 @@ class AdaptConfig:
     loss: Literal["triplet", "memory", "both"] = "triplet"
     memory_temperature: float = 0.05   # Cluster Contrast's value
     memory_momentum: float = 0.1       # weight of the old centroid per image update (Cluster Contrast's value)
+    # camera-aware memory (CAP): one proxy per (cluster, camera), an intra-camera InfoNCE + memory_inter_weight x
+    # an inter-camera loss over the cluster's proxies in every camera against the hardest other-cluster proxies
+    memory_camera: bool = False
+    memory_inter_weight: float = 0.5   # CAP's value
+    memory_hard_negatives: int = 50    # CAP's value
     # P x K batches whose K images of a pseudo-identity come from as many cameras as its cluster spans
     camera_balanced: bool = False
 
@@ -196,6 +201,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "cluster.rho": (0, 1), "cluster.min_samples": (1, None), "cluster.k1": (2, None), "cluster.k2": (1, None),
     "cluster.k1_intra": (0, None), "cluster.k1_inter": (0, None), "cluster.k2_intra": (0, None),
     "cluster.k2_inter": (0, None), "adapt.memory_temperature": (1e-6, None), "adapt.memory_momentum": (0, 0.999),
+    "adapt.memory_inter_weight": (0, None), "adapt.memory_hard_negatives": (1, None),
     "gds.weight": (0, None), "gds.momentum": (0, 1), "gds.lambda_sigma": (0, None), "gds.lambda_h": (0, None),
     "gds.kappa": (0, None),
     "loss.label_smoothing": (0, 1), "loss.triplet_margin": (0, None),

@@ -54,7 +54,7 @@ def bench_train(args: argparse.Namespace) -> dict:
     model = build_model(arch=args.arch, pretrained="none").to(device)
     triplet, gds = TripletLoss(0.5), GDSLoss().to(device)
 
-    def loss_fn(outputs, pids):
+    def loss_fn(outputs, pids, camids=None):
         loss_triplet, _ = triplet(outputs["features"], pids)
         return loss_triplet + gds(outputs["features"], pids), {}
 

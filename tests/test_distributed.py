@@ -111,7 +111,7 @@ def _train_step(rank: int, world_size: int, port: int, data_root: str, out_dir: 
         cross_entropy = CrossEntropyLabelSmooth(dataset.num_train_pids, 0.1)
         triplet = TripletLoss(margin=0.5)
 
-        def loss_fn(outputs, pids):
+        def loss_fn(outputs, pids, camids):
             loss_ce = cross_entropy(outputs["logits"], pids)
             loss_triplet, stats = triplet(outputs["features"], pids)
             return loss_ce + loss_triplet, {"ce": loss_ce.item(), "triplet": loss_triplet.item(),

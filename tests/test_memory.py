@@ -296,3 +296,58 @@ def test_two_ranks_hold_the_memory_of_one_process_updating_with_the_global_batch
         torch.testing.assert_close(rank0, reference.centroids, atol=1e-6, rtol=0, msg=f"step {step}")
         # the rank order is what is checked: the other order gives another memory
         assert not torch.allclose(reversed_order.centroids, reference.centroids, atol=1e-4), f"step {step}"
+
+
+# ------------------------------------------------------------------------ camera-aware proxies (CAP)
+def test_camera_memory_proxies_are_per_cluster_and_camera_means_ordered_by_cluster_then_camera():
+    from reid.losses import CameraMemory
+
+    features = torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.0, 3.0], [1.0, 1.0], [5.0, 5.0]])
+    labels = torch.tensor([1, 0, 0, 1, -1])
+    camids = torch.tensor([4, 2, 2, 3, 3])
+    memory = CameraMemory()
+    memory.initialise(features, labels, camids)
+    # groups: (0, 2) <- rows 1, 2: mean (0, 2) -> (0, 1); (1, 3) <- row 3: (1, 1)/sqrt2; (1, 4) <- row 0: (1, 0)
+    assert memory.proxy_labels.tolist() == [0, 1, 1] and memory.proxy_cameras.tolist() == [2, 3, 4]
+    r = 2 ** -0.5
+    torch.testing.assert_close(memory.proxies, torch.tensor([[0.0, 1.0], [r, r], [1.0, 0.0]]))
+
+
+def test_camera_memory_loss_by_hand_and_only_the_own_proxy_moves():
+    import math
+
+    from reid.losses import CameraMemory
+
+    # proxies (T = 1): p0 = (1, 0) [cluster 0, cam 1], p1 = (0, 1) [cluster 0, cam 2], p2 = (-1, 0) [cluster 1,
+    # cam 1], p3 = (0, -1) [cluster 1, cam 2]. Image e = (1, 0), cluster 0, camera 1: logits (1, 0, -1, 0).
+    memory = CameraMemory(temperature=1.0, momentum=0.5, inter_weight=0.5, num_hard_negatives=1)
+    memory.initialise(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]]),
+                      torch.tensor([0, 0, 1, 1]), torch.tensor([1, 2, 1, 2]))
+    loss = memory(torch.tensor([[2.0, 0.0]]), torch.tensor([0]), torch.tensor([1]))
+    # intra: over camera 1's proxies p0, p2: -log(e^1 / (e^1 + e^-1))
+    intra = -1 + math.log(math.e + math.exp(-1))
+    # inter: positives p0, p1; the 1 hardest negative is p3 (logit 0 > -1): softmax over {p0, p1, p3}
+    log_z = math.log(math.e + 1 + 1)
+    inter = -((1 - log_z) + (0 - log_z)) / 2
+    assert memory.last_terms["memory_intra"] == pytest.approx(intra, abs=1e-6)
+    assert memory.last_terms["memory_inter"] == pytest.approx(inter, abs=1e-6)
+    assert loss.item() == pytest.approx(intra + 0.5 * inter, abs=1e-6)
+    # the image's own proxy (0, cam 1) moved: normalise(0.5 p0 + 0.5 e) = (1, 0); now an off-axis image
+    memory(torch.tensor([[0.0, 1.0]]), torch.tensor([0]), torch.tensor([1]))
+    r = 2 ** -0.5
+    torch.testing.assert_close(memory.proxies, torch.tensor([[r, r], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]]))
+
+
+def test_camera_memory_rejects_a_pair_without_a_proxy_and_round_trips_its_checkpoint_form():
+    from reid.losses import CameraMemory
+
+    memory = CameraMemory()
+    with pytest.raises(RuntimeError, match="initialise"):
+        memory(torch.ones(1, 2), torch.tensor([0]), torch.tensor([1]))
+    memory.initialise(torch.eye(2), torch.tensor([0, 1]), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="no proxy"):
+        memory(torch.ones(1, 2), torch.tensor([0]), torch.tensor([2]))  # cluster 0 was never seen by camera 2
+    other = CameraMemory()
+    other.restore(memory.export())
+    for name in ("proxies", "proxy_labels", "proxy_cameras"):
+        assert torch.equal(getattr(other, name), getattr(memory, name))

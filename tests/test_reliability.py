@@ -460,7 +460,7 @@ def test_an_epoch_never_ends_with_non_finite_weights(tmp_path: Path) -> None:
     net.forward = forward
     net.linear = model
 
-    def loss_fn(outputs, pids):
+    def loss_fn(outputs, pids, camids):
         return torch.sqrt(outputs["features"].sum() * 0), {}  # value 0, gradient NaN
 
     loader = [(torch.randn(2, 1, 2, 2), torch.zeros(2, dtype=torch.long), None, None)]

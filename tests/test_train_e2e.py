@@ -212,7 +212,7 @@ CAMERA_RECIPE = ("adapt.loss=both", "cluster.camera_norm=center", "cluster.camer
 def test_camera_aware_recipe_logs_cross_camera_diagnostics_and_camera_rows(tiny_domains: Path, full_run: Path,
                                                                             tmp_path: Path) -> None:
     source = f"pretrain.checkpoint={full_run / 'checkpoints' / 'source.pt'}"
-    assert _train(tiny_args(tiny_domains, tmp_path, source, *CAMERA_RECIPE)) == 0
+    assert _train(tiny_args(tiny_domains, tmp_path, source, *CAMERA_RECIPE, "adapt.memory_camera=true")) == 0
     rows = read_jsonl(tmp_path / "metrics.jsonl")
     clusters = [r for r in rows if r["kind"] == "cluster"]
     assert len(clusters) == 2
@@ -221,13 +221,16 @@ def test_camera_aware_recipe_logs_cross_camera_diagnostics_and_camera_rows(tiny_
         assert 0 < record["cross_camera_cluster_fraction"] <= 1 and record["mean_cameras_per_cluster"] >= 1
         assert "cross_camera_pairwise_precision" in record["diagnostic_uses_target_labels"]
     epochs = [r for r in rows if r["kind"] == "adapt_epoch"]
-    assert epochs and all("memory" in r and "triplet" in r and "gds_total" in r for r in epochs)
+    assert epochs and all({"memory", "memory_intra", "memory_inter", "triplet", "gds_total"} <= set(r) for r in epochs)
     splits = [(r["round"], r["split"]) for r in rows if r["kind"] == "eval" and r["stage"] == "adapt"]
     assert splits == [(0, "target_test"), (0, "target_test_camera_center"), (1, "target_test"),
                       (1, "target_test_camera_center")]
-    final = load_checkpoint(tmp_path / "checkpoints" / "final.pt")
-    assert final["memory"].ndim == 2 and final["memory"].shape[0] > 0
-    torch.testing.assert_close(final["memory"].norm(dim=1), torch.ones(final["memory"].shape[0]))
+    final = load_checkpoint(tmp_path / "checkpoints" / "final.pt")["memory"]  # CAP proxies: (cluster, camera)
+    assert final["proxies"].shape[0] == len(final["labels"]) == len(final["cameras"]) > 0
+    torch.testing.assert_close(final["proxies"].norm(dim=1), torch.ones(final["proxies"].shape[0]))
+    pairs = torch.stack([final["labels"], final["cameras"]], dim=1)
+    assert len(torch.unique(pairs, dim=0)) == len(pairs)  # one proxy per (cluster, camera)
+    assert len(torch.unique(final["cameras"])) > 1
 
 
 def test_camera_aware_switches_fall_back_with_one_line_on_a_single_camera_target(
@@ -243,9 +246,11 @@ def test_camera_aware_switches_fall_back_with_one_line_on_a_single_camera_target
     source = f"pretrain.checkpoint={full_run / 'checkpoints' / 'source.pt'}"
     out = tmp_path / "run"
     assert _train(tiny_args(tiny_domains, out, source, f"data.target_root={target}", "data.target=market-format",
-                            *CAMERA_RECIPE)) == 0
+                            *CAMERA_RECIPE, "adapt.memory_camera=true")) == 0
     printed = capsys.readouterr().out
-    assert printed.count("1 camera in the target train split: camera-aware clustering and sampling fall back") == 1
+    assert printed.count("1 camera in the target train split: camera-aware clustering, sampling and memory fall "
+                         "back to their plain forms") == 1
+    assert load_checkpoint(out / "checkpoints" / "final.pt")["memory"].ndim == 2  # the plain cluster memory
     clusters = [r for r in read_jsonl(out / "metrics.jsonl") if r["kind"] == "cluster"]
     assert [r["num_cameras"] for r in clusters] == [1, 1]
     assert all(r["cross_camera_cluster_fraction"] == 0 for r in clusters)

@@ -27,7 +27,7 @@ from reid.engine.trainer import Trainer, build_optimizer, derive_seed, seed_ever
 from reid.errors import TrainingError
 from reid.evaluation.evaluator import evaluate_dataset
 from reid.evaluation.features import extract_features
-from reid.losses import ClusterMemory, GDSLoss, TripletLoss
+from reid.losses import CameraMemory, ClusterMemory, GDSLoss, TripletLoss
 
 
 def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: torch.device, logger: RunLogger,
@@ -58,7 +58,19 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
                       device, cfg.amp, logger, cfg.output.log_every)
     triplet = TripletLoss(cfg.loss.triplet_margin, cfg.loss.triplet_normalize)
     gds = GDSLoss(g.momentum, g.lambda_sigma, g.lambda_h, g.kappa, g.normalize, g.hard).to(device)
-    memory = ClusterMemory(a.memory_temperature, a.memory_momentum).to(device) if use_memory else None
+    true_pids = np.array([pid for _, pid, _ in target.train])
+    camids = np.array([cam for _, _, cam in target.train])
+    no_cameras = camera_fallback_reason(camids)
+    wants_camera = c.camera_norm != "none" or c.camera_jaccard or a.camera_balanced or (use_memory and a.memory_camera)
+    if wants_camera and no_cameras is not None:
+        logger.info(f"stage 2: {no_cameras} in the target train split: camera-aware clustering, sampling and "
+                    "memory fall back to their plain forms")
+    memory = None
+    if use_memory and a.memory_camera and no_cameras is None:
+        memory = CameraMemory(a.memory_temperature, a.memory_momentum, a.memory_inter_weight,
+                              a.memory_hard_negatives).to(device)
+    elif use_memory:
+        memory = ClusterMemory(a.memory_temperature, a.memory_momentum).to(device)
     eps = None if c.eps == "auto" else float(c.eps)
     start_round, start_epoch, pseudo_labels, history = 0, 0, None, []
     train_features_loader = build_test_loader(target.train, d.height, d.width, d.test_batch_size, d.workers,
@@ -73,34 +85,29 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
         if resume.get("pseudo_labels") is not None and start_epoch > 0:
             pseudo_labels = resume["pseudo_labels"].numpy()
             if memory is not None and resume.get("memory") is not None:  # mid-round: the memory as it was
-                memory.centroids = resume["memory"].to(device)
+                memory.restore(resume["memory"])
             elif memory is not None:  # written by a run without the memory: initialise it from these labels
                 logger.info("stage 2: the resume checkpoint holds no cluster memory (adapt.loss was triplet); "
                             "initialising it from the saved pseudo-labels")
                 features, _, _ = extract_features(model, train_features_loader, device, amp=cfg.amp)
-                memory.reset(ClusterMemory.centroids_from(features, torch.from_numpy(pseudo_labels)))
+                memory.initialise(features, torch.from_numpy(pseudo_labels), torch.from_numpy(camids))
         logger.info(f"stage 2: resuming at round {start_round}, epoch {start_epoch}")
 
-    def loss_fn(outputs: dict[str, torch.Tensor], pids: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss_fn(outputs: dict[str, torch.Tensor], pids: torch.Tensor,
+                camids: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         losses, terms = [], {}
         if use_triplet:
             loss_triplet, stats = triplet(outputs[feature_key], pids)
             losses.append(loss_triplet)
             terms.update({"triplet": loss_triplet.item(), "triplet_precision": float(stats["precision"])})
         if use_memory:
-            losses.append(memory(outputs[memory_key], pids))
+            losses.append(memory(outputs[memory_key], pids, camids))
             terms.update(memory.last_terms)
         if g.enabled:
             losses.append(g.weight * gds(outputs[gds_key], pids))
             terms.update({f"gds_{k}": v for k, v in gds.last_terms.items() if isinstance(v, float)})
         return sum(losses[1:], losses[0]), terms
 
-    true_pids = np.array([pid for _, pid, _ in target.train])
-    camids = np.array([cam for _, _, cam in target.train])
-    wants_camera = c.camera_norm != "none" or c.camera_jaccard or a.camera_balanced
-    if wants_camera and camera_fallback_reason(camids) is not None:
-        logger.info(f"stage 2: {camera_fallback_reason(camids)} in the target train split: camera-aware "
-                    "clustering and sampling fall back to their plain forms")
     metrics: dict = {}
     for round_index in range(start_round, a.rounds):
         if pseudo_labels is None:
@@ -116,7 +123,7 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
                 log_distance_histograms(logger, "pseudo_label_distances", positives, negatives, round_index)
             pseudo_labels, eps = distributed.broadcast_object((pseudo_labels, eps))
             if memory is not None:  # every rank holds the gathered features: the same centroids everywhere
-                memory.reset(ClusterMemory.centroids_from(features, torch.from_numpy(pseudo_labels)))
+                memory.initialise(features, torch.from_numpy(pseudo_labels), torch.from_numpy(camids))
         labelled = [(path, int(label), cam) for (path, _, cam), label in zip(target.train, pseudo_labels) if label >= 0]
         num_clusters = len({item[1] for item in labelled})
         identities_per_batch = d.batch_size // d.num_instances
@@ -176,10 +183,11 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
     return metrics
 
 
-def _state(cfg: Config, model: torch.nn.Module, trainer: Trainer, gds: GDSLoss, memory: ClusterMemory | None,
+def _state(cfg: Config, model: torch.nn.Module, trainer: Trainer, gds: GDSLoss,
+           memory: ClusterMemory | CameraMemory | None,
            round_index: int, epoch: int, eps: float | None, pseudo_labels: np.ndarray | None, history: list) -> dict:
     extra = {"gds": gds.state_dict(), "eps": eps, "history": history,
-             "memory": memory.centroids.detach().cpu().clone() if memory is not None else None,
+             "memory": memory.export() if memory is not None else None,
              "pseudo_labels": torch.from_numpy(np.asarray(pseudo_labels)) if pseudo_labels is not None else None}
     return training_state(cfg, model, trainer, stage="adapt", epoch=epoch, round=round_index, extra=extra)
 

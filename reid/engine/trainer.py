@@ -17,7 +17,8 @@ from reid import distributed
 from reid.engine.logging import RunLogger
 from reid.errors import TrainingError
 
-LossFn = Callable[[dict[str, torch.Tensor], torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
+# (model outputs, pids, camids) -> (loss, terms)
+LossFn = Callable[[dict[str, torch.Tensor], torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
 
 
 def derive_seed(*parts: Any) -> int:
@@ -118,10 +119,10 @@ class Trainer:
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else contextlib.nullcontext()
         for it in progress:
             try:
-                images, pids, _, _ = next(iterator)
+                images, pids, camids, _ = next(iterator)
             except StopIteration:
                 iterator = iter(loader)
-                images, pids, _, _ = next(iterator)
+                images, pids, camids, _ = next(iterator)
             images = images.to(self.device, non_blocking=True, memory_format=torch.channels_last)
             pids = pids.to(self.device, non_blocking=True)
             with autocast:
@@ -129,7 +130,7 @@ class Trainer:
             # autocast's half-precision outputs go up to float32; float64 (tests) stays as it is
             outputs = {k: v.float() if v.dtype in (torch.float16, torch.bfloat16) else v
                        for k, v in outputs.items()}
-            loss, terms = loss_fn(outputs, pids)
+            loss, terms = loss_fn(outputs, pids, torch.as_tensor(camids).to(self.device))
             # under DDP every rank must take the same branch: a rank that raised alone would leave the others
             # waiting in the gradient all-reduce
             finite = bool(torch.isfinite(loss))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from reid.losses.cross_entropy import CrossEntropyLabelSmooth
 from reid.losses.gds import GDSLoss
-from reid.losses.memory import ClusterMemory
+from reid.losses.memory import CameraMemory, ClusterMemory
 from reid.losses.triplet import TripletLoss, pairwise_euclidean
 
-__all__ = ["ClusterMemory", "CrossEntropyLabelSmooth", "GDSLoss", "TripletLoss", "pairwise_euclidean"]
+__all__ = ["CameraMemory", "ClusterMemory", "CrossEntropyLabelSmooth", "GDSLoss", "TripletLoss", "pairwise_euclidean"]
