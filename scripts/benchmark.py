@@ -1,7 +1,8 @@
 """Benchmarks, each a ratio against a baseline run side by side on the same machine.
 
     python scripts/benchmark.py eval      # Market-sized evaluate_rank vs. a per-query-loop (torchreid-style) baseline
-    python scripts/benchmark.py cluster   # Jaccard + eps + DBSCAN at N = 16,522 (and --large: 100,000) x 2048
+    python scripts/benchmark.py cluster   # Jaccard + eps + DBSCAN at N = 16,522 (and --large: 100,000) x 2048;
+                                          # --camera: CA-Jaccard side by side
     python scripts/benchmark.py train     # Trainer.train_epoch throughput vs. a bare forward/backward loop
     python scripts/benchmark.py loader    # data-loader images/s on real images
     python scripts/benchmark.py all
@@ -32,7 +33,13 @@ def bench_cluster(args: argparse.Namespace) -> dict:
     from reid.cluster.benchmark_cluster import benchmark_clustering
 
     sizes = [16522] + ([100000] if args.large else [])
-    return {str(n): benchmark_clustering(n, dim=2048) for n in sizes}
+    results = {str(n): benchmark_clustering(n, dim=2048) for n in sizes}
+    if args.camera:  # CA-Jaccard side by side with the plain distance, same features
+        camera = benchmark_clustering(16522, dim=2048, camera_jaccard=True)
+        plain = results["16522"]
+        results["16522_camera_jaccard"] = {**camera, "seconds_ratio_vs_plain": camera["seconds"] / plain["seconds"],
+                                           "peak_mb_ratio_vs_plain": camera["peak_mb"] / plain["peak_mb"]}
+    return results
 
 
 def bench_train(args: argparse.Namespace) -> dict:
@@ -115,6 +122,7 @@ def main() -> None:
     parser.add_argument("--num-query", type=int, default=3368)
     parser.add_argument("--num-gallery", type=int, default=15913)
     parser.add_argument("--large", action="store_true", help="cluster: also N = 100,000")
+    parser.add_argument("--camera", action="store_true", help="cluster: also CA-Jaccard side by side (N = 16,522)")
     parser.add_argument("--arch", default="resnet50")
     parser.add_argument("--height", type=int, default=256)
     parser.add_argument("--width", type=int, default=128)

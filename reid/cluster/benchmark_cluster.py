@@ -29,7 +29,8 @@ def make_clustered_features(
     num_ids: int | None = None,
     seed: int = 0,
     nuisance: float = 1.0,
-) -> tuple[np.ndarray, np.ndarray]:
+    with_cameras: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Synthetic features shaped like a ReID training set: identity centres plus noise, L2-normalised.
 
     Each feature is ``normalise(0.6 g + c_id + 0.5 t cam + 0.8 t P z + s n)``: ``g`` a direction shared by
@@ -50,6 +51,7 @@ def make_clustered_features(
 
     Returns:
         features: (N, D) float32, unit rows. labels: (N,) int64 identity of each row, 0..num_ids-1.
+        With ``with_cameras``, also cameras: (N,) int64 camera of each row, 0..7.
     """
     if num_ids is None:
         num_ids = max(1, round(num_samples / _IMAGES_PER_IDENTITY))
@@ -84,7 +86,7 @@ def make_clustered_features(
             + noise_level * unit(stop - start)
         )
         features[start:stop] = block / np.linalg.norm(block, axis=1, keepdims=True)
-    return features, labels
+    return (features, labels, cameras.astype(np.int64)) if with_cameras else (features, labels)
 
 
 def benchmark_clustering(
@@ -96,12 +98,15 @@ def benchmark_clustering(
     k1: int = 20,
     k2: int = 6,
     min_samples: int = 4,
+    camera_jaccard: bool = False,
 ) -> dict:
     """Time ``jaccard_distance`` + ``compute_eps`` + ``cluster_dbscan`` and their peak memory, in a child process.
 
     Args:
         num_samples, dim, num_ids, seed, nuisance: see :func:`make_clustered_features`.
         k1, k2, min_samples: clustering settings (the project defaults).
+        camera_jaccard: time :func:`reid.cluster.jaccard.camera_jaccard_distance` (its default k values, the
+            features' 8 cameras) instead of the plain distance.
 
     Returns:
         {"num_samples", "dim", "num_ids",
@@ -114,7 +119,8 @@ def benchmark_clustering(
     """
     context = multiprocessing.get_context("spawn")
     with context.Pool(1) as pool:
-        return pool.apply(_measure, (num_samples, dim, num_ids, seed, nuisance, k1, k2, min_samples))
+        return pool.apply(_measure, (num_samples, dim, num_ids, seed, nuisance, k1, k2, min_samples,
+                                     camera_jaccard))
 
 
 def _measure(
@@ -126,20 +132,21 @@ def _measure(
     k1: int,
     k2: int,
     min_samples: int,
+    camera_jaccard: bool = False,
 ) -> dict:
     """Body of :func:`benchmark_clustering`, run inside the child process."""
-    from reid.cluster.jaccard import jaccard_distance
+    from reid.cluster.jaccard import camera_jaccard_distance, jaccard_distance
     from reid.cluster.pseudo_labels import cluster_dbscan, compute_eps, pseudo_label_quality
 
-    features, true_labels = make_clustered_features(
-        num_samples, dim=dim, num_ids=num_ids, seed=seed, nuisance=nuisance
+    features, true_labels, cameras = make_clustered_features(
+        num_samples, dim=dim, num_ids=num_ids, seed=seed, nuisance=nuisance, with_cameras=True
     )
     baseline_mb = _resident_mb("VmRSS")
     peak_reset = _reset_peak_rss()
     maxrss_before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     start = time.perf_counter()
-    dist = jaccard_distance(features, k1=k1, k2=k2)
+    dist = camera_jaccard_distance(features, cameras) if camera_jaccard else jaccard_distance(features, k1=k1, k2=k2)
     after_jaccard = time.perf_counter()
     eps = compute_eps(dist, num_samples)
     after_eps = time.perf_counter()
@@ -156,6 +163,7 @@ def _measure(
         "dim": dim,
         "num_ids": int(true_labels.max()) + 1,
         "nuisance": nuisance,
+        "distance": "camera_jaccard" if camera_jaccard else "jaccard",
         "seconds": end - start,
         "seconds_jaccard": after_jaccard - start,
         "seconds_eps": after_eps - after_jaccard,
