@@ -141,6 +141,12 @@ class GDSConfig:
     # retrieval embedding) while the triplet stays on adapt.loss_feature, or "before" it. "after": within
     # noise at weight 1, -1.9 mAP at weight 10
     feature: Literal["auto", "before", "after"] = "auto"
+    # GDS-H hard mining (issue 14, docs/GDS.md "Hard mining"): "none" = L_H on the global statistics (the results
+    # above); "overlap" = L_H on the mean / variance of the batch's pairs inside the overlap of the two global
+    # Gaussians (positives beyond mu- - kappa sigma-, negatives below mu+ + kappa sigma+). Not yet swept
+    mining: Literal["none", "overlap"] = "none"
+    # warm-up: GDS-H is computed (and its statistics updated) only from stage-2 round start_round on; 0 = always
+    start_round: int = 0
 
 
 @dataclass
@@ -203,7 +209,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "cluster.k2_inter": (0, None), "adapt.memory_temperature": (1e-6, None), "adapt.memory_momentum": (0, 0.999),
     "adapt.memory_inter_weight": (0, None), "adapt.memory_hard_negatives": (1, None),
     "gds.weight": (0, None), "gds.momentum": (0, 1), "gds.lambda_sigma": (0, None), "gds.lambda_h": (0, None),
-    "gds.kappa": (0, None),
+    "gds.kappa": (0, None), "gds.start_round": (0, None),
     "loss.label_smoothing": (0, 1), "loss.triplet_margin": (0, None),
     "eval.max_rank": (1, None), "output.log_every": (1, None),
 }

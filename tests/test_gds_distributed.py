@@ -1,7 +1,8 @@
 """GDSLoss under torch.distributed (gloo, 2 CPU processes): global statistics pooled over ranks.
 
 Pairs are formed within each rank's local batch only, so the expected values are those of one process whose pair
-set is the union of the two local pair sets, computed here by a plain float64 reference.
+set is the union of the two local pair sets, computed here by a plain float64 reference. With
+``mining="overlap"`` the hard pairs of both ranks are pooled the same way.
 """
 
 from __future__ import annotations
@@ -36,11 +37,11 @@ def _global_features() -> list[torch.Tensor]:
     return [torch.randn(WORLD_SIZE * LOCAL_BATCH, 5, generator=generator) for _ in GLOBAL_LABELS]
 
 
-def _worker(rank: int, port: int, out_dir: str) -> None:
+def _worker(rank: int, port: int, out_dir: str, mining: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD_SIZE)
     try:
-        module = GDSLoss(**SETTINGS)
+        module = GDSLoss(**SETTINGS, mining=mining)
         local = slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)
         records = []
         for features, labels in zip(_global_features(), GLOBAL_LABELS):
@@ -66,7 +67,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _reference_steps() -> list[dict]:
+def _mean_sigma(values: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = sum(values) / len(values)
+    return mean, torch.sqrt(torch.clamp(sum((value - mean) ** 2 for value in values) / len(values), min=1e-12))
+
+
+def _reference_steps(mining: str) -> list[dict]:
     """GDS.md over the union of the per-rank pair sets, float64; gradient w.r.t. the global batch."""
     stored = {"pos": None, "neg": None}
     beta = SETTINGS["momentum"]
@@ -91,7 +97,17 @@ def _reference_steps() -> list[dict]:
             used[side] = (mean, var)
         (mu_pos, var_pos), (mu_neg, var_neg) = used["pos"], used["neg"]
         l_gds = torch.log1p(torch.exp(mu_pos - mu_neg)) + SETTINGS["lambda_sigma"] * (var_pos + var_neg)
-        l_h = torch.log1p(torch.exp((mu_pos + var_pos.sqrt()) - (mu_neg - var_neg.sqrt())))
+        sigma_pos, sigma_neg = var_pos.sqrt(), var_neg.sqrt()
+        hard_counts = None
+        if mining == "overlap":  # kappa = 1; thresholds from this step's global statistics; empty side: global
+            hard_pos = [value for value in distances["pos"] if value.item() > (mu_neg - sigma_neg).item()]
+            hard_neg = [value for value in distances["neg"] if value.item() < (mu_pos + sigma_pos).item()]
+            hard_counts = (len(hard_pos), len(hard_neg))
+            if hard_pos:
+                mu_pos, sigma_pos = _mean_sigma(hard_pos)
+            if hard_neg:
+                mu_neg, sigma_neg = _mean_sigma(hard_neg)
+        l_h = torch.log1p(torch.exp((mu_pos + sigma_pos) - (mu_neg - sigma_neg)))
         loss = l_gds + SETTINGS["lambda_h"] * l_h
         (grad,) = torch.autograd.grad(loss, features)
         steps.append(
@@ -100,16 +116,18 @@ def _reference_steps() -> list[dict]:
                 "grad": grad,
                 "stats": [*stored["pos"], *stored["neg"]],
                 "counts": (len(distances["pos"]), len(distances["neg"])),
+                "hard_counts": hard_counts,
             }
         )
     return steps
 
 
-def test_two_ranks_share_global_statistics_equal_to_the_pooled_pair_sets(tmp_path):
+@pytest.mark.parametrize("mining", ["none", "overlap"])
+def test_two_ranks_share_global_statistics_equal_to_the_pooled_pair_sets(tmp_path, mining):
     # fork (as DataLoader workers do) takes ~1 s here, spawn ~10 s of re-importing torch; each worker sets one thread
     start_method = "fork" if sys.platform.startswith("linux") else "spawn"
     context = mp.start_processes(
-        _worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD_SIZE, join=False, start_method=start_method
+        _worker, args=(_free_port(), str(tmp_path), mining), nprocs=WORLD_SIZE, join=False, start_method=start_method
     )
     deadline = time.monotonic() + 60
     while not context.join(timeout=1.0):
@@ -119,7 +137,7 @@ def test_two_ranks_share_global_statistics_equal_to_the_pooled_pair_sets(tmp_pat
             pytest.fail("distributed GDS workers did not finish within 60 s")
     ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(WORLD_SIZE)]
 
-    for step, expected in enumerate(_reference_steps()):
+    for step, expected in enumerate(_reference_steps(mining)):
         rank0, rank1 = ranks[0][step], ranks[1][step]
         # every rank holds the same global statistics and the same loss
         assert rank0["loss"] == rank1["loss"], f"step {step}"
@@ -138,6 +156,10 @@ def test_two_ranks_share_global_statistics_equal_to_the_pooled_pair_sets(tmp_pat
         assert stats == pytest.approx(expected["stats"], abs=1e-6), f"step {step}"
         assert rank0["loss"] == pytest.approx(expected["loss"], abs=1e-5), f"step {step}"
         assert (rank0["terms"]["num_pos_pairs"], rank0["terms"]["num_neg_pairs"]) == expected["counts"]
+        if mining == "overlap":  # pooled hard-pair counts, the same on both ranks
+            for record in (rank0, rank1):
+                counts = (record["terms"]["num_hard_pos_pairs"], record["terms"]["num_hard_neg_pairs"])
+                assert counts == expected["hard_counts"], f"step {step}"
         # gradient convention: rank r gets world_size * dL/df_r, so DDP's average over ranks is dL/dtheta
         for rank, record in enumerate((rank0, rank1)):
             local = slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)

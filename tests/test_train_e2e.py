@@ -254,3 +254,22 @@ def test_camera_aware_switches_fall_back_with_one_line_on_a_single_camera_target
     clusters = [r for r in read_jsonl(out / "metrics.jsonl") if r["kind"] == "cluster"]
     assert [r["num_cameras"] for r in clusters] == [1, 1]
     assert all(r["cross_camera_cluster_fraction"] == 0 for r in clusters)
+
+
+def test_gds_start_round_skips_gds_h_in_warm_up_rounds_and_overlap_mining_runs(tiny_domains: Path, full_run: Path,
+                                                                               tmp_path: Path) -> None:
+    # gds.start_round=1: round 0 trains on the triplet alone (GDS-H not called: no gds_* terms, loss = triplet);
+    # round 1 adds GDS-H, here with gds.mining=overlap (its hard-pair counts are logged)
+    source = f"pretrain.checkpoint={full_run / 'checkpoints' / 'source.pt'}"
+    assert _train(tiny_args(tiny_domains, tmp_path, source, "gds.start_round=1", "gds.mining=overlap",
+                            "adapt.epochs_per_round=1", "adapt.eval_every=2")) == 0
+    epochs = [r for r in read_jsonl(tmp_path / "metrics.jsonl") if r["kind"] == "adapt_epoch"]
+    assert [r["round"] for r in epochs] == [0, 1]
+    for record in epochs[:1]:
+        assert not any(key.startswith("gds_") for key in record), record
+        assert record["loss"] == pytest.approx(record["triplet"], abs=1e-6)
+    for record in epochs[1:]:
+        assert {"gds_l_gds", "gds_l_h", "gds_mu_pos", "gds_num_hard_pos_pairs", "gds_num_hard_neg_pairs"} <= set(record)
+        assert record["loss"] > record["triplet"]
+    final = load_checkpoint(tmp_path / "checkpoints" / "final.pt")
+    assert bool(final["gds"]["initialized"].all())

@@ -51,13 +51,14 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
     gds_key = {"auto": feature_key, "after": "bn_features", "before": "features"}[g.feature]
     use_triplet, use_memory = a.loss in ("triplet", "both"), a.loss in ("memory", "both")
     memory_key = "bn_features" if cfg.model.neck_feat == "after" else "features"  # the retrieval embedding
-    uses_bnneck = ((use_triplet and feature_key == "bn_features") or (g.enabled and gds_key == "bn_features")
+    uses_bnneck = ((use_triplet and feature_key == "bn_features")
+                   or (g.enabled and g.start_round == 0 and gds_key == "bn_features")
                    or (use_memory and memory_key == "bn_features"))
     train_model = distributed.wrap_model(model, device, cfg.sync_bn, find_unused_parameters=not uses_bnneck)
     trainer = Trainer(train_model, build_optimizer(model, a.optimizer, a.lr, a.weight_decay, a.momentum), None,
                       device, cfg.amp, logger, cfg.output.log_every)
     triplet = TripletLoss(cfg.loss.triplet_margin, cfg.loss.triplet_normalize)
-    gds = GDSLoss(g.momentum, g.lambda_sigma, g.lambda_h, g.kappa, g.normalize, g.hard).to(device)
+    gds = GDSLoss(g.momentum, g.lambda_sigma, g.lambda_h, g.kappa, g.normalize, g.hard, g.mining).to(device)
     true_pids = np.array([pid for _, pid, _ in target.train])
     camids = np.array([cam for _, _, cam in target.train])
     no_cameras = camera_fallback_reason(camids)
@@ -103,13 +104,14 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
         if use_memory:
             losses.append(memory(outputs[memory_key], pids, camids))
             terms.update(memory.last_terms)
-        if g.enabled:
+        if gds_active:  # gds.enabled and this round >= gds.start_round (warm-up: not called, nothing logged)
             losses.append(g.weight * gds(outputs[gds_key], pids))
             terms.update({f"gds_{k}": v for k, v in gds.last_terms.items() if isinstance(v, float)})
         return sum(losses[1:], losses[0]), terms
 
     metrics: dict = {}
     for round_index in range(start_round, a.rounds):
+        gds_active = g.enabled and round_index >= g.start_round
         if pseudo_labels is None:
             features, _, _ = extract_features(model, train_features_loader, device, amp=cfg.amp)
             if distributed.is_main():
@@ -151,7 +153,7 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
                             + " ".join(f"{k} {v:.4f}" for k, v in terms.items()))
                 logger.record("adapt_epoch", round=round_index, epoch=epoch + 1, step=trainer.step, **terms)
                 logger.scalars("adapt_epoch", terms, step)
-                if g.enabled:
+                if gds_active:
                     log_distance_histograms(logger, "gds_batch_distances", gds.last_pos_dist.numpy(),
                                             gds.last_neg_dist.numpy(), step)
                 if distributed.is_main():

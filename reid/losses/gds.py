@@ -9,6 +9,16 @@ the negative distances. Global statistics follow a momentum update whose stored 
     L_GDS = softplus(mu_g+ - mu_g-) + lambda_sigma * (var_g+ + var_g-)
     L_H   = softplus((mu_g+ + kappa * sigma_g+) - (mu_g- - kappa * sigma_g-)),   sigma = sqrt(max(var, 1e-12))
     loss  = L_GDS + lambda_h * L_H   (hard=True)   or   L_GDS   (hard=False)
+
+``mining="overlap"`` replaces, in L_H only, each side's global (mu, sigma) by the batch mean and standard deviation
+of that side's hard pairs, the pairs inside the overlap of the two global Gaussians (thresholds from this step's
+global statistics, detached)::
+
+    hard positives: d+ > mu_g- - kappa * sigma_g-        hard negatives: d- < mu_g+ + kappa * sigma_g+
+    L_H   = softplus((m_hp + kappa * s_hp) - (m_hn - kappa * s_hn))
+
+with (m_hp, s_hp) the mean / population std of the hard positive distances, or (mu_g+, sigma_g+) when there is
+no hard positive (likewise for the negative side).
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from torch import nn
 from reid.losses.triplet import pairwise_euclidean
 
 _SIDES = ("pos", "neg")
+MINING_MODES = ("none", "overlap")
 
 
 class GDSLoss(nn.Module):
@@ -57,12 +68,22 @@ class GDSLoss(nn.Module):
         kappa: >= 0, how many standard deviations the hard term pushes apart.
         normalize: measure distances between L2-normalised embeddings.
         hard: GDS-H (True) or plain GDS (False).
+        mining: ``"none"`` (L_H on the global statistics, as above) or ``"overlap"``: L_H on the statistics of
+            the batch's hard pairs. Hard positives are the positive pairs with distance
+            > mu_neg - kappa * sigma_neg, hard negatives the negative pairs with distance < mu_pos + kappa *
+            sigma_pos (this step's global statistics, detached: the pairs inside the overlap of the two global
+            Gaussians). Their mean and population variance (pooled over ranks like the batch statistics; no
+            momentum) replace mu and var of that side in L_H, so the gradient flows through the hard pairs'
+            distances with weight 1. A side without a hard pair (on any rank) falls back to its global mu and
+            var, i.e. to today's L_H for that side. L_GDS and the buffers are the same in both modes.
 
     Attributes (for logging, refreshed by every forward):
         last_terms: dict of python floats: ``l_gds, l_h, total``, the batch statistics ``batch_mu_pos,
             batch_var_pos, batch_mu_neg, batch_var_neg`` (NaN for a side without pairs), the global statistics
             used by the loss ``mu_pos, var_pos, mu_neg, var_neg`` (NaN while uninitialised), and
-            ``num_pos_pairs, num_neg_pairs`` (global counts under distributed training).
+            ``num_pos_pairs, num_neg_pairs`` (global counts under distributed training); with ``mining="overlap"``
+            also ``hard_mu_pos, hard_var_pos, hard_mu_neg, hard_var_neg`` (NaN for a side without hard pairs)
+            and ``num_hard_pos_pairs, num_hard_neg_pairs``.
         last_pos_dist, last_neg_dist: (P,), (N,) float32 CPU tensors, this rank's positive / negative pair
             distances of the last batch.
 
@@ -85,6 +106,7 @@ class GDSLoss(nn.Module):
         kappa: float = 1.0,
         normalize: bool = True,
         hard: bool = True,
+        mining: str = "none",
     ) -> None:
         super().__init__()
         if not 0.0 <= momentum <= 1.0:
@@ -92,12 +114,15 @@ class GDSLoss(nn.Module):
         for name, value in (("lambda_sigma", lambda_sigma), ("lambda_h", lambda_h), ("kappa", kappa)):
             if value < 0:
                 raise ValueError(f"GDS {name} must be >= 0, got {value}")
+        if mining not in MINING_MODES:
+            raise ValueError(f"GDS mining must be one of {MINING_MODES}, got {mining!r}")
         self.momentum = float(momentum)
         self.lambda_sigma = float(lambda_sigma)
         self.lambda_h = float(lambda_h)
         self.kappa = float(kappa)
         self.normalize = normalize
         self.hard = hard
+        self.mining = mining
         for side in _SIDES:
             self.register_buffer(f"mu_{side}", torch.tensor(float("nan"), dtype=torch.float32))
             self.register_buffer(f"var_{side}", torch.tensor(float("nan"), dtype=torch.float32))
@@ -109,7 +134,7 @@ class GDSLoss(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"momentum={self.momentum}, lambda_sigma={self.lambda_sigma}, lambda_h={self.lambda_h}, "
-            f"kappa={self.kappa}, normalize={self.normalize}, hard={self.hard}"
+            f"kappa={self.kappa}, normalize={self.normalize}, hard={self.hard}, mining={self.mining}"
         )
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -142,6 +167,7 @@ class GDSLoss(nn.Module):
             for side_index, (_, mean, var) in enumerate(batch_stats)
         ]
         (mu_pos, var_pos), (mu_neg, var_neg) = global_stats
+        hard_stats = None
         if mu_pos is None or mu_neg is None:
             zero = features.sum() * 0.0
             l_gds, l_h, total = zero, zero, zero
@@ -149,11 +175,43 @@ class GDSLoss(nn.Module):
             l_gds = F.softplus(mu_pos - mu_neg) + self.lambda_sigma * (var_pos + var_neg)
             sigma_pos = var_pos.clamp(min=1e-12).sqrt()
             sigma_neg = var_neg.clamp(min=1e-12).sqrt()
+            if self.mining == "overlap":
+                hard_stats = self._hard_statistics(pos_dist, neg_dist, mu_pos, sigma_pos, mu_neg, sigma_neg,
+                                                   world_size)
+                (_, hard_mu_pos, hard_var_pos), (_, hard_mu_neg, hard_var_neg) = hard_stats
+                if hard_mu_pos is not None and hard_var_pos is not None:
+                    mu_pos, sigma_pos = hard_mu_pos, hard_var_pos.clamp(min=1e-12).sqrt()
+                if hard_mu_neg is not None and hard_var_neg is not None:
+                    mu_neg, sigma_neg = hard_mu_neg, hard_var_neg.clamp(min=1e-12).sqrt()
             l_h = F.softplus((mu_pos + self.kappa * sigma_pos) - (mu_neg - self.kappa * sigma_neg))
             total = l_gds + self.lambda_h * l_h if self.hard else l_gds
 
-        self._record(l_gds, l_h, total, batch_stats, global_stats, pos_dist, neg_dist)
+        self._record(l_gds, l_h, total, batch_stats, global_stats, pos_dist, neg_dist, hard_stats)
         return total
+
+    def _hard_statistics(
+        self,
+        pos_dist: torch.Tensor,
+        neg_dist: torch.Tensor,
+        mu_pos: torch.Tensor,
+        sigma_pos: torch.Tensor,
+        mu_neg: torch.Tensor,
+        sigma_neg: torch.Tensor,
+        world_size: int,
+    ) -> list[tuple[int, torch.Tensor | None, torch.Tensor | None]]:
+        """(count, mean, population variance) of the hard positive and hard negative distances (``mining=overlap``).
+
+        Thresholds: this step's global statistics, detached. Under distributed training the hard pairs of all
+        ranks are pooled exactly as the batch statistics are (:func:`_global_statistics`), so every rank gets the
+        same values; every rank takes part in the all-reduce, even one without hard pairs.
+        """
+        pos_threshold = (mu_neg - self.kappa * sigma_neg).detach()
+        neg_threshold = (mu_pos + self.kappa * sigma_pos).detach()
+        hard_pos = pos_dist[pos_dist > pos_threshold.to(pos_dist.dtype)]
+        hard_neg = neg_dist[neg_dist < neg_threshold.to(neg_dist.dtype)]
+        if world_size > 1:
+            return _global_statistics(hard_pos, hard_neg, world_size)
+        return [_local_statistics(hard_pos), _local_statistics(hard_neg)]
 
     def _update(
         self,
@@ -192,6 +250,7 @@ class GDSLoss(nn.Module):
         global_stats: list[tuple[torch.Tensor | None, torch.Tensor | None]],
         pos_dist: torch.Tensor,
         neg_dist: torch.Tensor,
+        hard_stats: list[tuple[int, torch.Tensor | None, torch.Tensor | None]] | None = None,
     ) -> None:
         """Fill ``last_terms`` / ``last_*_dist`` with one device-to-host copy."""
         names = ["l_gds", "l_h", "total"]
@@ -202,6 +261,10 @@ class GDSLoss(nn.Module):
         for side, (mean, var) in zip(_SIDES, global_stats):
             names += [f"mu_{side}", f"var_{side}"]
             values += [mean, var]
+        if self.mining == "overlap":  # NaN while the loss is zero (a side never seen): no hard pairs were mined
+            for side, (_, mean, var) in zip(_SIDES, hard_stats or [(0, None, None)] * 2):
+                names += [f"hard_mu_{side}", f"hard_var_{side}"]
+                values += [mean, var]
         nan = torch.tensor(float("nan"), dtype=torch.float64, device=pos_dist.device)
         terms = torch.stack([nan if v is None else v.detach().to(torch.float64).reshape(()) for v in values])
         host = torch.cat(
@@ -210,6 +273,9 @@ class GDSLoss(nn.Module):
         self.last_terms = dict(zip(names, host[: len(names)].tolist()))
         self.last_terms["num_pos_pairs"] = float(batch_stats[0][0])
         self.last_terms["num_neg_pairs"] = float(batch_stats[1][0])
+        if self.mining == "overlap":
+            self.last_terms["num_hard_pos_pairs"] = float(hard_stats[0][0]) if hard_stats else 0.0
+            self.last_terms["num_hard_neg_pairs"] = float(hard_stats[1][0]) if hard_stats else 0.0
         self.last_pos_dist = host[len(names) : len(names) + pos_dist.numel()].float()
         self.last_neg_dist = host[len(names) + pos_dist.numel() :].float()
 
