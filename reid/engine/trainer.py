@@ -130,7 +130,8 @@ class Trainer:
             # autocast's half-precision outputs go up to float32; float64 (tests) stays as it is
             outputs = {k: v.float() if v.dtype in (torch.float16, torch.bfloat16) else v
                        for k, v in outputs.items()}
-            loss, terms = loss_fn(outputs, pids, torch.as_tensor(camids).to(self.device))
+            camids = torch.as_tensor(camids).to(self.device) if camids is not None else None
+            loss, terms = loss_fn(outputs, pids, camids)
             # under DDP every rank must take the same branch: a rank that raised alone would leave the others
             # waiting in the gradient all-reduce
             finite = bool(torch.isfinite(loss))
