@@ -90,6 +90,9 @@ def main() -> None:
                      *sum([["--set", s] for s in [*common, *methods[method],
                                                     f"pretrain.checkpoint={source_dir}/checkpoints/source.pt"]], [])])
                 timings[f"seed{seed}/{method}"] = time.time() - start
+            if args.report_only and not (run_dir / "checkpoints" / "final.pt").is_file():
+                print(f"note: {run_dir} has not finished: left out of the table")
+                continue
             evals = [r for r in read_rows(run_dir, "eval") if r["stage"] == "adapt"]
             standard = [r for r in evals if r["split"] == "target_test"]
             results[method][seed] = standard[-1]
@@ -121,8 +124,10 @@ def write_report(out: Path, results: dict, curves: dict, timings: dict, args: ar
     lines = [f"config `{args.config}`, seeds {args.seeds}, overrides {args.overrides or 'none'}", "",
              "| method | " + " | ".join(COLUMNS) + " | mAP per seed |", "|---" * (len(COLUMNS) + 2) + "|"]
     for method, by_seed in results.items():
+        if not by_seed:
+            continue
         cells = [mean_std([row[column] for row in by_seed.values()]) for column in COLUMNS]
-        per_seed = ", ".join(f"{100 * row['mAP']:.1f}" for row in by_seed.values())
+        per_seed = ", ".join(f"{100 * row['mAP']:.1f} (s{seed})" for seed, row in by_seed.items())
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {per_seed} |")
     if camera_rows:
         lines += ["", "Transductive: + per-camera centring of query + gallery features at test time (eval.camera_norm)",
@@ -157,6 +162,8 @@ def write_report(out: Path, results: dict, curves: dict, timings: dict, args: ar
     direct = np.mean([row["mAP"] for row in results["direct transfer"].values()])
     axes.axhline(100 * direct, color="grey", linestyle="--", label="direct transfer")
     for method, by_seed in curves.items():
+        if not by_seed:
+            continue
         runs = np.array(list(by_seed.values())) * 100
         rounds = np.arange(runs.shape[1])
         axes.plot(rounds, runs.mean(0), marker="o", label=method)
