@@ -18,27 +18,19 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from tiny_run import tiny_args as shared_tiny_args
 from torch import nn
+from workers import free_port, run_workers
 
 REPO = Path(__file__).resolve().parents[1]
 WORLD_SIZE = 2
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -127,18 +119,6 @@ def _train_step(rank: int, world_size: int, port: int, data_root: str, out_dir: 
             dist.destroy_process_group()
 
 
-def _run_workers(fn, nprocs: int, args: tuple, timeout: float = 120) -> None:
-    # fork (as DataLoader workers do) takes ~1 s here, spawn ~10 s of re-importing torch
-    start_method = "fork" if sys.platform.startswith("linux") else "spawn"
-    context = mp.start_processes(fn, args=args, nprocs=nprocs, join=False, start_method=start_method)
-    deadline = time.monotonic() + timeout
-    while not context.join(timeout=1.0):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.terminate()
-            pytest.fail(f"workers did not finish within {timeout} s")
-
-
 # float64 round-off is ~1e-16 relative: measured here, the worst tensor differs by 3e-15 of its gradient scale
 # (conv kernels summing 8 vs. 16 images in another order). 1e-8 leaves 10^6 of headroom for any CPU's kernels,
 # while a real fault in the machinery (gradients summed instead of averaged, the triplet mined over the local
@@ -148,8 +128,8 @@ GRAD_TOLERANCE = 1e-8
 
 def test_ddp_steps_equal_one_process_steps_on_the_global_batch(tiny_data: Path, tmp_path: Path) -> None:
     root = str(tiny_data / "synth-a")
-    _run_workers(_train_step, WORLD_SIZE, (WORLD_SIZE, _free_port(), root, str(tmp_path)))
-    _run_workers(_train_step, 1, (1, 0, root, str(tmp_path)))  # the reference: one process, global batch
+    run_workers(_train_step, WORLD_SIZE, (WORLD_SIZE, free_port(), root, str(tmp_path)))
+    run_workers(_train_step, 1, (1, 0, root, str(tmp_path)))  # the reference: one process, global batch
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD_SIZE)]
     single = torch.load(tmp_path / "single.pt")
     assert all(r["sync_bn_refused"] for r in ranks)  # SyncBatchNorm needs CUDA: a one-line error, not a crash
@@ -206,7 +186,7 @@ def torchrun(args: list[str], debug_dir: Path | None = None, timeout: float = 48
     if debug_dir is not None:
         env["REID_DEBUG_RANK_DIR"] = str(debug_dir)
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={WORLD_SIZE}",
-               "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "scripts/train.py", *args]
+               "--master_addr=127.0.0.1", f"--master_port={free_port()}", "scripts/train.py", *args]
     # own session: on a timeout the whole group (torchrun and its 2 workers) is killed, nothing left waiting
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, start_new_session=True)

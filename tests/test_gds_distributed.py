@@ -8,15 +8,12 @@ set is the union of the two local pair sets, computed here by a plain float64 re
 from __future__ import annotations
 
 import itertools
-import socket
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from workers import free_port, run_workers
 
 from reid.losses import GDSLoss
 
@@ -59,12 +56,6 @@ def _worker(rank: int, port: int, out_dir: str, mining: str) -> None:
         torch.save(records, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _mean_sigma(values: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,17 +115,7 @@ def _reference_steps(mining: str) -> list[dict]:
 
 @pytest.mark.parametrize("mining", ["none", "overlap"])
 def test_two_ranks_share_global_statistics_equal_to_the_pooled_pair_sets(tmp_path, mining):
-    # fork (as DataLoader workers do) takes ~1 s here, spawn ~10 s of re-importing torch; each worker sets one thread
-    start_method = "fork" if sys.platform.startswith("linux") else "spawn"
-    context = mp.start_processes(
-        _worker, args=(_free_port(), str(tmp_path), mining), nprocs=WORLD_SIZE, join=False, start_method=start_method
-    )
-    deadline = time.monotonic() + 60
-    while not context.join(timeout=1.0):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.terminate()
-            pytest.fail("distributed GDS workers did not finish within 60 s")
+    run_workers(_worker, WORLD_SIZE, (free_port(), str(tmp_path), mining), timeout=60)
     ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(WORLD_SIZE)]
 
     for step, expected in enumerate(_reference_steps(mining)):

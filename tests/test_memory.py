@@ -7,16 +7,13 @@ Expected values are written out by hand (small D = 2 examples) or computed by an
 from __future__ import annotations
 
 import math
-import socket
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
+from workers import free_port, run_workers
 
 from reid.losses import ClusterMemory
 
@@ -255,23 +252,8 @@ def _ddp_worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_two_ranks_hold_the_memory_of_one_process_updating_with_the_global_batch_in_rank_order(tmp_path):
-    start_method = "fork" if sys.platform.startswith("linux") else "spawn"
-    context = mp.start_processes(
-        _ddp_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD_SIZE, join=False, start_method=start_method
-    )
-    deadline = time.monotonic() + 60
-    while not context.join(timeout=1.0):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.terminate()
-            pytest.fail("distributed ClusterMemory workers did not finish within 60 s")
+    run_workers(_ddp_worker, WORLD_SIZE, (free_port(), str(tmp_path)), timeout=60)
     ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(WORLD_SIZE)]
 
     # single process: the loss of each half under the memory as it stands, then one update with the whole batch
