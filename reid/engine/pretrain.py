@@ -37,7 +37,8 @@ def run_pretrain(cfg: Config, model: torch.nn.Module, source: ReidDataset, targe
     train_model = distributed.wrap_model(model, device, cfg.sync_bn, find_unused_parameters=False)
     optimizer = build_optimizer(model, p.optimizer, p.lr, p.weight_decay, p.momentum)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_multistep(p.warmup_epochs, p.milestones, p.gamma))
-    trainer = Trainer(train_model, optimizer, scheduler, device, cfg.amp, logger, cfg.output.log_every)
+    trainer = Trainer(train_model, optimizer, scheduler, device, cfg.amp, logger, cfg.output.log_every,
+                      camera_bn=cfg.pretrain.camera_bn)
     start_epoch = 0
     if resuming:
         trainer.load_state_dict(resume["trainer"])
@@ -83,10 +84,11 @@ def run_pretrain(cfg: Config, model: torch.nn.Module, source: ReidDataset, targe
         result = evaluate_dataset(model, dataset.query, dataset.gallery, height=d.height, width=d.width,
                                   batch_size=d.test_batch_size, workers=d.workers, device=device,
                                   flip=cfg.eval.flip, max_rank=cfg.eval.max_rank, amp=cfg.amp,
-                                  distributed=distributed.world_size() > 1, camera_norm=cfg.eval.camera_norm)
+                                  distributed=distributed.world_size() > 1, camera_norm=cfg.eval.camera_norm,
+                                      camera_bn=cfg.eval.camera_bn)
         metrics[name] = result.metrics
         label = "source test (supervised)" if name == "source" else "target test (direct transfer)"
-        log_eval(logger, result, cfg.eval.camera_norm, f"stage 1 {label}", f"eval_pretrain/{name}_test", 0,
+        log_eval(logger, result, f"stage 1 {label}", f"eval_pretrain/{name}_test", 0,
                  stage="pretrain", split=f"{name}_test")
     state = training_state(cfg, model, trainer, stage="adapt", epoch=0, round=0, extra={"pretrain_metrics": metrics})
     if distributed.is_main():

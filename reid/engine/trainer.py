@@ -61,12 +61,14 @@ class Trainer:
     Args:
         model: a :class:`reid.models.ReidNet` (possibly DDP-wrapped).
         amp: use ``torch.autocast`` (fp16) + GradScaler; only on CUDA.
+        camera_bn: pass the batch's camera ids to the model (``ReidNet.forward(images, camids)``): camera-based BN.
     """
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler | None, device: torch.device, amp: bool,
-                 logger: RunLogger, log_every: int = 20):
+                 logger: RunLogger, log_every: int = 20, camera_bn: bool = False):
         self.model = model
+        self.camera_bn = camera_bn  # camera-based BN: the model normalises each camera's images separately
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.device = device
@@ -126,7 +128,7 @@ class Trainer:
             images = images.to(self.device, non_blocking=True, memory_format=torch.channels_last)
             pids = pids.to(self.device, non_blocking=True)
             with autocast:
-                outputs = self.model(images)
+                outputs = self.model(images, camids=camids) if self.camera_bn else self.model(images)
             # autocast's half-precision outputs go up to float32; float64 (tests) stays as it is
             outputs = {k: v.float() if v.dtype in (torch.float16, torch.bfloat16) else v
                        for k, v in outputs.items()}
