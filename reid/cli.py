@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from reid import distributed
-from reid.config import Config, load_config, resolve_paths, save_config
+from reid.config import Config, config_to_dict, load_config, resolve_paths, save_config
 from reid.data.datasets import ReidDataset, build_dataset
 from reid.data.loaders import validate_images
 from reid.errors import DatasetError, ReidError
@@ -31,7 +31,14 @@ def pick_device(name: str) -> torch.device:
 
 
 def load_domain(name: str, root: str, cfg: Config, verbose: bool) -> ReidDataset:
-    """``build_dataset``, generating the built-in synthetic domains (``synth-a``, ``synth-b``) first if missing."""
+    """``build_dataset``, generating the built-in synthetic domains (``synth-a``, ``synth-b``) first if missing;
+    ``folder`` (an unlabelled image tree, :func:`reid.data.folder.build_folder_dataset`) with the camera rule and
+    optional test split of ``cfg.data``."""
+    if name == "folder":
+        from reid.data.folder import build_folder_dataset
+
+        return build_folder_dataset(root, camera_rule=cfg.data.camera_rule, camera_regex=cfg.data.camera_regex,
+                                    test_root=cfg.data.target_test_root, verbose=verbose)
     if name in ("synth-a", "synth-b"):
         from reid.data.synthetic import ensure_synthetic
 
@@ -73,7 +80,8 @@ def check_world_size(cfg: Config, world_size: int) -> None:
 def drop_unreadable_images(dataset: ReidDataset, role: str, logger) -> ReidDataset:
     """``data.on_bad_image: skip``: drop the train images that cannot be decoded, with one warning line.
 
-    Train pids are relabelled 0..C-1 again in case an identity lost all its images.
+    Train pids are relabelled 0..C-1 again in case an identity lost all its images (unlabelled train splits,
+    ``data.target: folder``, keep their placeholder pids).
     """
     good, bad = validate_images(dataset.train, on_bad_image="skip")
     if not bad:
@@ -83,6 +91,8 @@ def drop_unreadable_images(dataset: ReidDataset, role: str, logger) -> ReidDatas
                            f"(e.g. {bad[0][0]}: {bad[0][1]})")
     logger.info(f"warning: {role} train: skipped {len(bad)} unreadable image(s) (data.on_bad_image: skip), "
                 f"e.g. {bad[0][0]}: {bad[0][1]}")
+    if not dataset.train_labelled:
+        return dataclasses.replace(dataset, train=good)
     labels = {pid: label for label, pid in enumerate(sorted({pid for _, pid, _ in good}))}
     return dataclasses.replace(dataset, train=[(path, labels[pid], camid) for path, pid, camid in good])
 
@@ -185,7 +195,11 @@ def _train(argv: list[str] | None) -> int:
         if cfg.pretrain.checkpoint:
             logger.info(f"stage 1 skipped: source model loaded from {cfg.pretrain.checkpoint}")
         elif cfg.pretrain.enabled and cfg.pretrain.epochs > 0:
-            summary["pretrain"] = run_pretrain(cfg, model, source, target, device, logger, run_dir, resume)
+            if cfg.pretrain.eval_target and not target.has_test_split:
+                logger.info(f"stage 1: no target test split (data.target: {cfg.data.target} without "
+                            "data.target_test_root): direct-transfer evaluation skipped")
+            summary["pretrain"] = run_pretrain(cfg, model, source, target if target.has_test_split else None,
+                                               device, logger, run_dir, resume)
         resume = None
     if cfg.adapt.enabled and cfg.adapt.rounds > 0:
         summary["adapt"] = run_adapt(cfg, model, target, device, logger, run_dir, resume)
@@ -207,6 +221,7 @@ def _eval(argv: list[str] | None) -> int:
     from reid.engine.checkpoint import load_checkpoint, load_model_weights
     from reid.evaluation.evaluator import evaluate_dataset, format_metrics
     from reid.evaluation.plots import plot_cmc, plot_distance_histograms, plot_ranked_lists
+    from reid.evaluation.report import write_report
     from reid.models import build_model
 
     parser = argparse.ArgumentParser(description="Evaluate a checkpoint: CMC / mAP / mINP, plots.")
@@ -240,11 +255,12 @@ def _eval(argv: list[str] | None) -> int:
     result = evaluate_dataset(model, dataset.query, dataset.gallery, height=cfg.data.height, width=cfg.data.width,
                               batch_size=cfg.data.test_batch_size, workers=cfg.data.workers, device=device,
                               flip=args.flip or cfg.eval.flip, rerank=args.rerank or cfg.eval.rerank,
-                              max_rank=cfg.eval.max_rank, amp=cfg.amp, camera_norm=cfg.eval.camera_norm)
+                              max_rank=cfg.eval.max_rank, amp=cfg.amp, camera_norm=cfg.eval.camera_norm,
+                              camera_bn=cfg.eval.camera_bn)
     metrics = result.metrics
     rows = [(name, metrics)]
     if result.camera_metrics is not None:
-        rows.append((f"+ camera {cfg.eval.camera_norm} (transductive)", result.camera_metrics))
+        rows.append((f"+ camera {result.camera_mode} (transductive)", result.camera_metrics))
     width = max(16, *(len(label) + 2 for label, _ in rows))
     print(f"{'dataset':<{width}}" + "".join(f"{k:>7}" for k in ("R1", "R5", "R10", "mAP", "mINP")))
     for label, values in rows:
@@ -252,10 +268,11 @@ def _eval(argv: list[str] | None) -> int:
     info = {"checkpoint": args.checkpoint or f"untrained ({m.pretrained})", "dataset": name, "root": root,
             "rerank": args.rerank or cfg.eval.rerank, "flip": args.flip or cfg.eval.flip, **metrics}
     if result.camera_metrics is not None:
-        info["camera_norm"] = {"mode": cfg.eval.camera_norm, **result.camera_metrics}
+        info["camera_norm"] = {"mode": result.camera_mode, **result.camera_metrics}
     with open(out / "metrics.json", "w", encoding="utf-8") as handle:
         json.dump(info, handle, indent=2)
     import numpy as np
+    import yaml
 
     q_pids = np.array([p for _, p, _ in dataset.query])
     g_pids = np.array([p for _, p, _ in dataset.gallery])
@@ -265,11 +282,32 @@ def _eval(argv: list[str] | None) -> int:
     valid = ~(same & (q_cams[:, None] == g_cams[None, :])) & (g_pids[None, :] != -1)
     # Euclidean distances of normalised features (the GDS scale), not the squared ones used for ranking
     dist = np.sqrt(np.maximum(result.distmat, 0)) if not (args.rerank or cfg.eval.rerank) else result.distmat
-    plot_cmc(np.asarray(metrics["cmc"]), out / "cmc.png", title=f"CMC on {name}")
-    plot_distance_histograms(dist[same & valid], dist[~same & valid], out / "distances.png",
-                             title=f"query-gallery distances on {name}")
-    plot_ranked_lists(result.distmat, dataset.query, dataset.gallery, out / "ranked_lists.png")
-    print(f"wrote {out}/metrics.json, cmc.png, distances.png, ranked_lists.png ({format_metrics(metrics)})")
+    drawings = {
+        "CMC curve": lambda: plot_cmc(np.asarray(metrics["cmc"]), out / "cmc.png", title=f"CMC on {name}"),
+        "query-gallery distances (green: same identity, red: different)": lambda: plot_distance_histograms(
+            dist[same & valid], dist[~same & valid], out / "distances.png",
+            title=f"query-gallery distances on {name}"),
+        "ranked lists (green frame: true match, red: false)": lambda: plot_ranked_lists(
+            result.distmat, dataset.query, dataset.gallery, out / "ranked_lists.png"),
+    }
+    figures: dict[str, Path | None] = {}
+    not_produced: dict[str, str] = {}
+    for caption, draw in drawings.items():
+        try:
+            figures[caption] = draw()
+        except ValueError as error:  # nothing to draw (no positive pair, no query with a true match): say so
+            figures[caption], not_produced[caption] = None, str(error)
+            print(f"warning: {caption}: not produced: {error}", file=sys.stderr)
+    report_info = {key: info[key] for key in ("checkpoint", "dataset", "root", "rerank", "flip")}
+    report_info.update({
+        "query / gallery": f"{len(dataset.query)} / {len(dataset.gallery)} images",
+        "model": f"{m.arch}, {cfg.data.height}x{cfg.data.width}, neck_feat {m.neck_feat}",
+        "device": str(device), "transductive camera row": info.get("camera_norm", {}).get("mode", "none"),
+    })
+    report = write_report(out, rows, figures, config_text=yaml.safe_dump(config_to_dict(cfg), sort_keys=False),
+                          info=report_info, title=f"gds-reid evaluation on {name}", notes=not_produced)
+    written = ["metrics.json", *(path.name for path in figures.values() if path is not None), report.name]
+    print(f"wrote {out}/{', '.join(written)} ({format_metrics(metrics)})")
     return 0
 
 

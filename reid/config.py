@@ -32,8 +32,17 @@ from reid.errors import ConfigError
 class DataConfig:
     source: str = "synth-a"            # dataset name: market1501 | dukemtmcreid | msmt17 | market-format | synth-a | synth-b
     source_root: str = "data/synthetic/synth-a"
-    target: str = "synth-b"
+    target: str = "synth-b"            # the names above, or folder (target only: unlabelled images, see below)
     target_root: str = "data/synthetic/synth-b"
+    # target: folder (your own cameras): target_root is any tree of *.jpg / *.jpeg / *.png, no identities. Camera ids
+    # by camera_rule: none (every image camera 0; camera-aware options fall back), folder (the first-level
+    # sub-folder of target_root holding the image), regex (camera_regex, exactly one group, searched in the file
+    # name, e.g. '_c(\d+)'); camera names -> 0..C-1 in sorted order (as integers when all are numbers)
+    camera_rule: Literal["none", "folder", "regex"] = "none"
+    camera_regex: str = ""
+    # target: folder only: a labelled test split in Market-1501 layout (query/, bounding_box_test/), evaluated as
+    # usual; empty: no evaluation (stage 1 skips direct transfer, stage 2 logs label-free clustering signals only)
+    target_test_root: str = ""
     height: int = 256
     width: int = 128
     batch_size: int = 64               # P x K images per training step
@@ -76,6 +85,8 @@ class PretrainConfig:
     gamma: float = 0.1
     eval_source: bool = True
     eval_target: bool = True
+    # camera-based BN in source training (Zhuang et al.): every camera normalised with its own batch statistics
+    camera_bn: bool = False
 
 
 @dataclass
@@ -104,6 +115,9 @@ class AdaptConfig:
     memory_hard_negatives: int = 50    # CAP's value
     # P x K batches whose K images of a pseudo-identity come from as many cameras as its cluster spans
     camera_balanced: bool = False
+    # camera-based BN (Zhuang et al., ECCV 2020): in each training batch every camera's images are normalised
+    # with their own batch statistics (one forward per camera group)
+    camera_bn: bool = False
 
 
 @dataclass
@@ -119,6 +133,9 @@ class ClusterConfig:
     # k-reciprocal neighbours found separately; k1/k2 are then unused)
     camera_norm: Literal["none", "center", "standardize"] = "none"
     camera_jaccard: bool = False
+    # per-camera BN statistics for the clustering features: each camera's BN statistics re-estimated from its
+    # own unlabelled images before its features are extracted (applied before camera_norm)
+    camera_bn: bool = False
     k1_intra: int = 5
     k1_inter: int = 20
     k2_intra: int = 2
@@ -164,6 +181,9 @@ class EvalConfig:
     # transductive: per-camera centring of query + gallery embeddings with statistics from each camera's
     # unlabelled test images; off by default so the standard protocol stays the headline
     camera_norm: Literal["none", "center", "standardize"] = "none"
+    # transductive too: the camera row's features extracted with per-camera BN statistics estimated from each
+    # camera's query + gallery images (then camera_norm, if set)
+    camera_bn: bool = False
 
 
 @dataclass
@@ -213,7 +233,8 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "loss.label_smoothing": (0, 1), "loss.triplet_margin": (0, None),
     "eval.max_rank": (1, None), "output.log_every": (1, None),
 }
-_PATH_KEYS = {"data.source_root", "data.target_root", "model.pretrained", "pretrain.checkpoint", "output.dir"}
+_PATH_KEYS = {"data.source_root", "data.target_root", "data.target_test_root", "model.pretrained",
+              "pretrain.checkpoint", "output.dir"}
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -314,6 +335,10 @@ def _validate(cfg: Config) -> None:
         if (low is not None and value < low) or (high is not None and value > high):
             bound = f">= {low}" if high is None else f"in [{low}, {high}]"
             raise ConfigError(f"{key}: expected a value {bound}, got {value!r}")
+    if cfg.data.source == "folder":
+        raise ConfigError("data.source: 'folder' has no identity labels, and stage 1 trains on labelled source "
+                          "images; use a labelled dataset (market1501, dukemtmcreid, msmt17, market-format, synth-a) "
+                          "as the source and the folder as data.target")
     if cfg.data.batch_size % cfg.data.num_instances != 0:
         raise ConfigError(
             f"data.batch_size={cfg.data.batch_size} must be a multiple of data.num_instances="

@@ -5,6 +5,8 @@
                                           # --camera: CA-Jaccard side by side
     python scripts/benchmark.py train     # Trainer.train_epoch throughput vs. a bare forward/backward loop
     python scripts/benchmark.py loader    # data-loader images/s on real images
+    python scripts/benchmark.py export    # onnxruntime vs. torch CPU images/s on the exported embedding
+                                          # (--arch mobilenet_v2 --height 128 --width 64 --batch-size 32)
     python scripts/benchmark.py all
 
 Results are appended as JSON lines to outputs/benchmarks.jsonl (and printed); docs/BENCHMARKS.md records them.
@@ -116,9 +118,51 @@ def bench_loader(args: argparse.Namespace) -> dict:
             "image": f"{args.height}x{args.width}"}
 
 
+def bench_export(args: argparse.Namespace) -> dict:
+    """CPU images/s of the exported ONNX embedding under onnxruntime vs. the same model in torch, side by side:
+    same images (real ones when found, else the synthetic domain), same batch, same thread count, warm-up first."""
+    import tempfile
+
+    import numpy as np
+
+    from reid.apps.export import INPUT_NAME, NormalizedEmbedding, export_onnx, onnx_session
+    from reid.data.datasets import build_dataset
+    from reid.data.loaders import build_test_loader
+    from reid.data.synthetic import ensure_synthetic
+    from reid.models import build_model
+
+    real = Path(os.environ.get("REID_SHARED", "../shared")) / "data" / "real" / "cuhk03-pairs2to5"
+    root = real if real.is_dir() else ensure_synthetic("synth-a", Path(args.data_dir) / "synth-a")
+    items = build_dataset("market-format", root).gallery[:args.batch_size]
+    images, *_ = next(iter(build_test_loader(items, args.height, args.width, args.batch_size, workers=0)))
+    model = NormalizedEmbedding(build_model(arch=args.arch, pretrained="none")).eval()
+    threads = torch.get_num_threads()
+
+    def images_per_second(forward) -> float:
+        for _ in range(3):
+            forward()
+        start = time.perf_counter()
+        for _ in range(args.iters):
+            forward()
+        return args.iters * images.shape[0] / (time.perf_counter() - start)
+
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        path = export_onnx(model.model, Path(tmp) / "model.onnx", args.height, args.width)
+        session = onnx_session(path, threads=threads)
+        batch = images.numpy()
+        torch_batch = images.contiguous(memory_format=torch.channels_last)  # as extract_features feeds the model
+        difference = float(np.abs(session.run(None, {INPUT_NAME: batch})[0] - model(torch_batch).numpy()).max())
+        torch_rate = images_per_second(lambda: model(torch_batch))
+        onnx_rate = images_per_second(lambda: session.run(None, {INPUT_NAME: batch}))
+    return {"arch": args.arch, "image": f"{args.height}x{args.width}", "batch": images.shape[0],
+            "iters": args.iters, "threads": threads, "images_from": str(root),
+            "torch_img_per_s": round(torch_rate, 1), "onnxruntime_img_per_s": round(onnx_rate, 1),
+            "ratio_onnxruntime_vs_torch": round(onnx_rate / torch_rate, 3), "max_abs_difference": difference}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["eval", "cluster", "train", "loader", "all"])
+    parser.add_argument("what", choices=["eval", "cluster", "train", "loader", "export", "all"])
     parser.add_argument("--num-query", type=int, default=3368)
     parser.add_argument("--num-gallery", type=int, default=15913)
     parser.add_argument("--large", action="store_true", help="cluster: also N = 100,000")
@@ -132,7 +176,8 @@ def main() -> None:
     parser.add_argument("--data-dir", default="data/synthetic")
     parser.add_argument("--results", default="outputs/benchmarks.jsonl")
     args = parser.parse_args()
-    jobs = {"eval": bench_eval, "cluster": bench_cluster, "train": bench_train, "loader": bench_loader}
+    jobs = {"eval": bench_eval, "cluster": bench_cluster, "train": bench_train, "loader": bench_loader,
+            "export": bench_export}
     names = list(jobs) if args.what == "all" else [args.what]
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     for name in names:

@@ -212,7 +212,8 @@ CAMERA_RECIPE = ("adapt.loss=both", "cluster.camera_norm=center", "cluster.camer
 def test_camera_aware_recipe_logs_cross_camera_diagnostics_and_camera_rows(tiny_domains: Path, full_run: Path,
                                                                             tmp_path: Path) -> None:
     source = f"pretrain.checkpoint={full_run / 'checkpoints' / 'source.pt'}"
-    assert _train(tiny_args(tiny_domains, tmp_path, source, *CAMERA_RECIPE, "adapt.memory_camera=true")) == 0
+    camera_bn = ("cluster.camera_bn=true", "adapt.camera_bn=true", "eval.camera_bn=true")
+    assert _train(tiny_args(tiny_domains, tmp_path, source, *CAMERA_RECIPE, *camera_bn, "adapt.memory_camera=true")) == 0
     rows = read_jsonl(tmp_path / "metrics.jsonl")
     clusters = [r for r in rows if r["kind"] == "cluster"]
     assert len(clusters) == 2
@@ -223,8 +224,8 @@ def test_camera_aware_recipe_logs_cross_camera_diagnostics_and_camera_rows(tiny_
     epochs = [r for r in rows if r["kind"] == "adapt_epoch"]
     assert epochs and all({"memory", "memory_intra", "memory_inter", "triplet", "gds_total"} <= set(r) for r in epochs)
     splits = [(r["round"], r["split"]) for r in rows if r["kind"] == "eval" and r["stage"] == "adapt"]
-    assert splits == [(0, "target_test"), (0, "target_test_camera_center"), (1, "target_test"),
-                      (1, "target_test_camera_center")]
+    assert splits == [(0, "target_test"), (0, "target_test_camera_bn+center"), (1, "target_test"),
+                      (1, "target_test_camera_bn+center")]
     final = load_checkpoint(tmp_path / "checkpoints" / "final.pt")["memory"]  # CAP proxies: (cluster, camera)
     assert final["proxies"].shape[0] == len(final["labels"]) == len(final["cameras"]) > 0
     torch.testing.assert_close(final["proxies"].norm(dim=1), torch.ones(final["proxies"].shape[0]))
@@ -248,8 +249,8 @@ def test_camera_aware_switches_fall_back_with_one_line_on_a_single_camera_target
     assert _train(tiny_args(tiny_domains, out, source, f"data.target_root={target}", "data.target=market-format",
                             *CAMERA_RECIPE, "adapt.memory_camera=true")) == 0
     printed = capsys.readouterr().out
-    assert printed.count("1 camera in the target train split: camera-aware clustering, sampling and memory fall "
-                         "back to their plain forms") == 1
+    assert printed.count("1 camera in the target train split: camera-aware clustering, sampling, BN and memory "
+                         "fall back to their plain forms") == 1
     assert load_checkpoint(out / "checkpoints" / "final.pt")["memory"].ndim == 2  # the plain cluster memory
     clusters = [r for r in read_jsonl(out / "metrics.jsonl") if r["kind"] == "cluster"]
     assert [r["num_cameras"] for r in clusters] == [1, 1]

@@ -7,6 +7,7 @@ from reid.cluster.knn import knn_search
 from reid.cluster.pseudo_labels import (
     camera_spread,
     cluster_dbscan,
+    cluster_separation,
     compute_eps,
     generate_pseudo_labels,
     pseudo_label_quality,
@@ -15,6 +16,7 @@ from reid.cluster.pseudo_labels import (
 __all__ = [
     "camera_spread",
     "cluster_dbscan",
+    "cluster_separation",
     "compute_eps",
     "generate_pseudo_labels",
     "jaccard_distance",

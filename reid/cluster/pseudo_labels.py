@@ -11,7 +11,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 from sklearn.cluster import DBSCAN
-from sklearn.metrics import normalized_mutual_info_score
+from sklearn.metrics import normalized_mutual_info_score, silhouette_score
 
 from reid.cluster.camera import CameraNorm, camera_fallback_reason, camera_normalize
 from reid.cluster.jaccard import camera_jaccard_distance, jaccard_distance
@@ -179,6 +179,73 @@ def camera_spread(pseudo_labels: np.ndarray, camids: np.ndarray) -> dict:
         "mean_cameras_per_cluster": float(np.mean(cameras_per_cluster)),
         "num_cameras": int(cameras.size),
     }
+
+
+SEPARATION_SAMPLE = 2000
+"""Clustered images the label-free separation signals are computed on (:func:`cluster_separation`)."""
+
+
+def cluster_separation(features: np.ndarray, pseudo_labels: np.ndarray, max_points: int = SEPARATION_SAMPLE,
+                       seed: int = 0) -> dict:
+    """Label-free separation of the clusters (no identity labels used): intra- vs inter-cluster distance, silhouette.
+
+    Distances are Euclidean between L2-normalised rows (``sqrt(2 - 2 cos)``, in [0, 2]: the GDS scale). Everything
+    below is computed on one sample of clustered images: a fixed random order of all N images (from ``seed``,
+    independent of the labels) and, of it, the first ``max_points`` images that are not outliers this round. With
+    the same N and seed the order is the same every round, so rounds differ only by which images are outliers.
+
+    Args:
+        features: (N, D) float, the features the clustering saw (after any per-camera normalisation); L2-normalised
+            inside.
+        pseudo_labels: (N,) int cluster ids, -1 for outliers.
+        max_points: sample size cap (the silhouette is O(sample^2)).
+        seed: the sample's seed; keep it fixed across rounds.
+
+    Returns:
+        {"intra_cluster_distance": mean distance over the pairs of sampled images that share a cluster,
+         "nearest_centroid_distance": mean over sampled images of the distance to the nearest centroid of ANOTHER
+             cluster (centroid = mean of the normalised features of all the cluster's members, not re-normalised),
+         "distance_gap": nearest_centroid_distance - intra_cluster_distance (larger: tighter, better separated
+             clusters),
+         "silhouette": sklearn ``silhouette_score`` of the sample with these distances, in [-1, 1],
+         "separation_points": sample size (int)}.
+        A value that cannot be computed is None: no same-cluster pair in the sample, fewer than 2 clusters, or (for
+        the silhouette) a sample with fewer than 2 clusters or with every image its own cluster.
+    """
+    pseudo_labels = np.asarray(pseudo_labels).ravel()
+    features = np.asarray(features, dtype=np.float64)
+    if features.shape[0] != pseudo_labels.size:
+        raise ValueError(f"features has {features.shape[0]} rows for {pseudo_labels.size} pseudo-labels")
+    features = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    order = np.random.default_rng(seed).permutation(pseudo_labels.size)
+    sample = order[pseudo_labels[order] >= 0][:max_points]
+    result: dict = {"intra_cluster_distance": None, "nearest_centroid_distance": None, "distance_gap": None,
+                    "silhouette": None, "separation_points": int(sample.size)}
+    if sample.size < 2:
+        return result
+    x, labels = features[sample], pseudo_labels[sample]
+    dist = np.sqrt(np.maximum(2.0 - 2.0 * (x @ x.T), 0.0))
+    np.fill_diagonal(dist, 0.0)
+    same = labels[:, None] == labels[None, :]
+    upper = np.triu(same, k=1)
+    if upper.any():
+        result["intra_cluster_distance"] = float(dist[upper].mean())
+    clustered = np.flatnonzero(pseudo_labels >= 0)
+    cluster_ids, members = np.unique(pseudo_labels[clustered], return_inverse=True)
+    if cluster_ids.size >= 2:
+        members = members.ravel()
+        membership = sp.csr_matrix((np.ones(members.size), (members, np.arange(members.size))),
+                                   shape=(cluster_ids.size, members.size))
+        centroids = (membership @ features[clustered]) / np.bincount(members)[:, None]
+        to_centroids = np.sqrt(np.maximum(
+            1.0 - 2.0 * (x @ centroids.T) + (centroids ** 2).sum(axis=1)[None, :], 0.0))
+        to_centroids[np.arange(sample.size), np.searchsorted(cluster_ids, labels)] = np.inf  # own cluster
+        result["nearest_centroid_distance"] = float(to_centroids.min(axis=1).mean())
+    if result["intra_cluster_distance"] is not None and result["nearest_centroid_distance"] is not None:
+        result["distance_gap"] = result["nearest_centroid_distance"] - result["intra_cluster_distance"]
+    if 2 <= np.unique(labels).size <= sample.size - 1:
+        result["silhouette"] = float(silhouette_score(dist, labels, metric="precomputed"))
+    return result
 
 
 def pseudo_label_quality(

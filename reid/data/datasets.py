@@ -77,6 +77,8 @@ class ReidDataset:
         train: ``(path, pid, camid)`` with pids relabelled 0..num_train_pids-1.
         query: ``(path, pid, camid)`` with original pids.
         gallery: ``(path, pid, camid)`` with original pids (distractors, pid 0, included).
+        train_labelled: False when the train split has no identities (``reid.data.folder``: every train pid is
+            -1, a placeholder): nothing may compute label-using statistics from them.
     """
 
     name: str
@@ -84,6 +86,12 @@ class ReidDataset:
     train: list[Item]
     query: list[Item]
     gallery: list[Item]
+    train_labelled: bool = True
+
+    @property
+    def has_test_split(self) -> bool:
+        """Whether there are query and gallery images to evaluate on."""
+        return bool(self.query) and bool(self.gallery)
 
     @property
     def num_train_pids(self) -> int:
@@ -107,7 +115,8 @@ class ReidDataset:
         for subset, items in (("train", self.train), ("query", self.query), ("gallery", self.gallery)):
             num_pids = len({pid for _, pid, _ in items})
             num_cams = len({camid for _, _, camid in items})
-            lines.append(f"  {subset:<8} | {num_pids:5d} | {len(items):8d} | {num_cams:9d}")
+            ids = "    -" if subset == "train" and not self.train_labelled else f"{num_pids:5d}"
+            lines.append(f"  {subset:<8} | {ids} | {len(items):8d} | {num_cams:9d}")
         lines.append(rule)
         return "\n".join(lines)
 

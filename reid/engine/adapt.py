@@ -1,9 +1,10 @@
 """Stage 2: unsupervised adaptation to the target domain.
 
-Each round: extract target-train features -> (per-camera normalisation) -> k-reciprocal Jaccard distance (plain
+Each round: extract target-train features (optionally with per-camera BN statistics) -> (per-camera normalisation) -> k-reciprocal Jaccard distance (plain
 or camera-aware) -> DBSCAN pseudo-labels (outliers dropped) -> P x K loader over the labelled images (optionally
 camera-balanced) -> ``epochs_per_round`` epochs of ``adapt.loss`` (batch-hard triplet, cluster memory, or both)
-+ ``gds.weight`` * GDS-H -> evaluate the target test split every ``eval_every`` rounds.
++ ``gds.weight`` * GDS-H -> evaluate the target test split every ``eval_every`` rounds (when the target has one;
+an unlabelled folder without ``data.target_test_root`` has only the label-free clustering signals).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 
 from reid import distributed
 from reid.cluster import generate_pseudo_labels
-from reid.cluster.camera import camera_fallback_reason
+from reid.cluster.camera import camera_fallback_reason, camera_normalize
 from reid.config import Config
 from reid.data.datasets import ReidDataset
 from reid.data.loaders import build_test_loader, build_train_loader, set_train_epoch
@@ -25,6 +26,7 @@ from reid.engine.logging import RunLogger
 from reid.engine.monitor import log_clustering, log_distance_histograms, log_eval, pair_distance_samples
 from reid.engine.trainer import Trainer, build_optimizer, derive_seed, seed_everything
 from reid.errors import TrainingError
+from reid.evaluation.camera_bn import extract_features_camera_bn
 from reid.evaluation.evaluator import evaluate_dataset
 from reid.evaluation.features import extract_features
 from reid.losses import CameraMemory, ClusterMemory, GDSLoss, TripletLoss
@@ -32,7 +34,8 @@ from reid.losses import CameraMemory, ClusterMemory, GDSLoss, TripletLoss
 
 def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: torch.device, logger: RunLogger,
               run_dir: Path, resume: dict | None = None) -> dict:
-    """Adapt ``model`` to ``target.train`` without its labels; returns the last target-test metrics.
+    """Adapt ``model`` to ``target.train`` without its labels; returns the last target-test metrics ({} when the
+    target has no test split).
 
     Writes ``checkpoints/last.pt`` after every epoch and round and ``checkpoints/final.pt`` (the last round;
     "best on test" is only reported, never selected), rank 0 only. Under torchrun: every rank extracts its shard
@@ -54,17 +57,19 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
     uses_bnneck = ((use_triplet and feature_key == "bn_features")
                    or (g.enabled and g.start_round == 0 and gds_key == "bn_features")
                    or (use_memory and memory_key == "bn_features"))
-    train_model = distributed.wrap_model(model, device, cfg.sync_bn, find_unused_parameters=not uses_bnneck)
-    trainer = Trainer(train_model, build_optimizer(model, a.optimizer, a.lr, a.weight_decay, a.momentum), None,
-                      device, cfg.amp, logger, cfg.output.log_every)
-    triplet = TripletLoss(cfg.loss.triplet_margin, cfg.loss.triplet_normalize)
-    gds = GDSLoss(g.momentum, g.lambda_sigma, g.lambda_h, g.kappa, g.normalize, g.hard, g.mining).to(device)
-    true_pids = np.array([pid for _, pid, _ in target.train])
+    # an unlabelled target (data.target: folder) has placeholder pids: no label-using diagnostics from them
+    true_pids = np.array([pid for _, pid, _ in target.train]) if target.train_labelled else None
     camids = np.array([cam for _, _, cam in target.train])
     no_cameras = camera_fallback_reason(camids)
-    wants_camera = c.camera_norm != "none" or c.camera_jaccard or a.camera_balanced or (use_memory and a.memory_camera)
+    train_model = distributed.wrap_model(model, device, cfg.sync_bn, find_unused_parameters=not uses_bnneck)
+    trainer = Trainer(train_model, build_optimizer(model, a.optimizer, a.lr, a.weight_decay, a.momentum), None,
+                      device, cfg.amp, logger, cfg.output.log_every, camera_bn=a.camera_bn and no_cameras is None)
+    triplet = TripletLoss(cfg.loss.triplet_margin, cfg.loss.triplet_normalize)
+    gds = GDSLoss(g.momentum, g.lambda_sigma, g.lambda_h, g.kappa, g.normalize, g.hard, g.mining).to(device)
+    wants_camera = (c.camera_norm != "none" or c.camera_jaccard or c.camera_bn or a.camera_balanced or a.camera_bn
+                    or (use_memory and a.memory_camera))
     if wants_camera and no_cameras is not None:
-        logger.info(f"stage 2: {no_cameras} in the target train split: camera-aware clustering, sampling and "
+        logger.info(f"stage 2: {no_cameras} in the target train split: camera-aware clustering, sampling, BN and "
                     "memory fall back to their plain forms")
     memory = None
     if use_memory and a.memory_camera and no_cameras is None:
@@ -76,6 +81,14 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
     start_round, start_epoch, pseudo_labels, history = 0, 0, None, []
     train_features_loader = build_test_loader(target.train, d.height, d.width, d.test_batch_size, d.workers,
                                               distributed=distributed.world_size() > 1)
+    def target_features() -> torch.Tensor:
+        """The target-train embeddings clustering sees (every rank gets all of them, in dataset order)."""
+        if c.camera_bn and no_cameras is None:
+            return extract_features_camera_bn(model, target.train, height=d.height, width=d.width,
+                                              batch_size=d.test_batch_size, workers=d.workers, device=device,
+                                              amp=cfg.amp)[0]
+        return extract_features(model, train_features_loader, device, amp=cfg.amp)[0]
+
     if resuming:
         if "gds" in resume:  # written by this stage (source.pt carries the stage-1 optimizer, not ours)
             trainer.load_state_dict(resume["trainer"])
@@ -90,7 +103,7 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
             elif memory is not None:  # written by a run without the memory: initialise it from these labels
                 logger.info("stage 2: the resume checkpoint holds no cluster memory (adapt.loss was triplet); "
                             "initialising it from the saved pseudo-labels")
-                features, _, _ = extract_features(model, train_features_loader, device, amp=cfg.amp)
+                features = target_features()
                 memory.initialise(features, torch.from_numpy(pseudo_labels), torch.from_numpy(camids))
         logger.info(f"stage 2: resuming at round {start_round}, epoch {start_epoch}")
 
@@ -110,17 +123,21 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
         return sum(losses[1:], losses[0]), terms
 
     metrics: dict = {}
+    if not target.has_test_split:
+        logger.info("stage 2: no target test split (data.target_test_root is empty): no evaluation; judge the "
+                    "rounds by the label-free clustering signals (clusters, outliers, distance gap, silhouette)")
     for round_index in range(start_round, a.rounds):
         gds_active = g.enabled and round_index >= g.start_round
         if pseudo_labels is None:
-            features, _, _ = extract_features(model, train_features_loader, device, amp=cfg.amp)
+            features = target_features()
             if distributed.is_main():
                 pseudo_labels, info = generate_pseudo_labels(
                     features.numpy(), eps, k1=c.k1, k2=c.k2, min_samples=c.min_samples, rho=c.rho, camids=camids,
                     camera_norm=c.camera_norm, camera_jaccard=c.camera_jaccard,
                     camera_k=(c.k1_intra, c.k1_inter, c.k2_intra, c.k2_inter))
                 eps = float(info["eps"])  # the auto rule is fixed after the first round
-                log_clustering(logger, round_index, info, pseudo_labels, true_pids, camids=camids)
+                log_clustering(logger, round_index, info, pseudo_labels, true_pids, camids=camids,
+                               features=camera_normalize(features.numpy(), camids, c.camera_norm))
                 positives, negatives = pair_distance_samples(features, pseudo_labels, seed=round_index)
                 log_distance_histograms(logger, "pseudo_label_distances", positives, negatives, round_index)
             pseudo_labels, eps = distributed.broadcast_object((pseudo_labels, eps))
@@ -160,14 +177,15 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
                     save_checkpoint(_state(cfg, model, trainer, gds, memory, round_index, epoch + 1, eps,
                                            pseudo_labels, history), run_dir / "checkpoints" / "last.pt")
         round_labels, start_epoch, pseudo_labels = pseudo_labels, 0, None
-        if (round_index + 1) % a.eval_every == 0 or round_index == a.rounds - 1:
+        if target.has_test_split and ((round_index + 1) % a.eval_every == 0 or round_index == a.rounds - 1):
             result = evaluate_dataset(model, target.query, target.gallery, height=d.height, width=d.width,
                                       batch_size=d.test_batch_size, workers=d.workers, device=device,
                                       flip=cfg.eval.flip, max_rank=cfg.eval.max_rank, amp=cfg.amp,
-                                      distributed=distributed.world_size() > 1, camera_norm=cfg.eval.camera_norm)
+                                      distributed=distributed.world_size() > 1, camera_norm=cfg.eval.camera_norm,
+                                      camera_bn=cfg.eval.camera_bn)
             metrics = result.metrics
             history.append({"round": round_index, **{k: v for k, v in metrics.items() if k != "cmc"}})
-            log_eval(logger, result, cfg.eval.camera_norm, f"round {round_index} target test",
+            log_eval(logger, result, f"round {round_index} target test",
                      "eval_adapt/target_test", round_index, stage="adapt", split="target_test", round=round_index)
         if distributed.is_main():
             save_checkpoint(_state(cfg, model, trainer, gds, memory, round_index + 1, 0, eps, None, history),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from reid.cluster import camera_spread, pseudo_label_quality
+from reid.cluster import camera_spread, cluster_separation, pseudo_label_quality
 from reid.engine.logging import RunLogger
 
 
@@ -54,11 +54,17 @@ def pair_distance_samples(features: torch.Tensor, labels: np.ndarray, max_pairs:
 
 
 def log_clustering(logger: RunLogger, round_index: int, info: dict, pseudo_labels: np.ndarray,
-                   true_pids: np.ndarray | None, camids: np.ndarray | None = None) -> dict:
+                   true_pids: np.ndarray | None, camids: np.ndarray | None = None,
+                   features: np.ndarray | None = None) -> dict:
     """Console + metrics.jsonl + TensorBoard for one clustering round; returns the logged record.
 
-    With ``camids`` (the target training images' camera ids), the label-free record also gets
-    :func:`reid.cluster.camera_spread`'s values, and the label-using diagnostic its cross-camera precision/recall.
+    Label-free, always: clusters, outliers (count and ``outlier_fraction``), eps, cluster sizes (histogram,
+    ``largest_cluster``, ``median_cluster_size``). With ``camids`` (the target training images' camera ids), the
+    label-free record also gets :func:`reid.cluster.camera_spread`'s values, and the label-using diagnostic its
+    cross-camera precision/recall. With ``features`` ((N, D), the features the clustering saw, after any per-camera
+    normalisation), it also gets :func:`reid.cluster.cluster_separation`'s intra-cluster distance, nearest
+    other-centroid distance, their gap and the silhouette (on a fixed sample of at most 2,000 clustered images).
+    ``true_pids`` None (an unlabelled target) leaves out every label-using value.
     """
     sizes = np.asarray(info["cluster_sizes"])
     edges = [1, 2, 4, 8, 16, 32, 64, 128, np.inf]
@@ -69,7 +75,23 @@ def log_clustering(logger: RunLogger, round_index: int, info: dict, pseudo_label
               "eps": float(info["eps"]), "cluster_size_histogram": histogram, "seconds": float(info["seconds"])}
     line = (f"round {round_index}: {record['num_clusters']} clusters, {record['num_outliers']} outliers "
             f"of {record['num_samples']}, eps {record['eps']:.4f}, sizes {histogram}")
-    scalar_keys = ["num_clusters", "num_outliers", "eps"]
+    scalar_keys = ["num_clusters", "num_outliers", "eps", "outlier_fraction", "largest_cluster",
+                   "median_cluster_size"]
+    record.update({"outlier_fraction": record["num_outliers"] / max(1, record["num_samples"]),
+                   "largest_cluster": int(sizes.max()) if len(sizes) else 0,
+                   "median_cluster_size": float(np.median(sizes)) if len(sizes) else 0.0})
+    if features is not None:
+        separation = cluster_separation(features, pseudo_labels, seed=0)  # seed 0: the same sample every round
+        record.update(separation)
+        scalar_keys += list(separation)
+
+        def show(value: float | None) -> str:
+            return "n/a" if value is None else f"{value:.3f}"
+
+        line += (f", distance gap {show(separation['distance_gap'])} (intra-cluster "
+                 f"{show(separation['intra_cluster_distance'])}, nearest other centroid "
+                 f"{show(separation['nearest_centroid_distance'])}), silhouette {show(separation['silhouette'])} "
+                 f"on {separation['separation_points']} images")
     if camids is not None:
         spread = camera_spread(pseudo_labels, camids)
         record.update(spread)
@@ -107,17 +129,17 @@ def log_distance_histograms(logger: RunLogger, tag: str, positives: np.ndarray, 
     return summary
 
 
-def log_eval(logger: RunLogger, result, camera_norm: str, label: str, tag: str, step: int, **record) -> None:
+def log_eval(logger: RunLogger, result, label: str, tag: str, step: int, **record) -> None:
     """Console + metrics.jsonl + TensorBoard for one evaluation (an :class:`EvalResult`). The camera-normalised
     metrics, when asked for (transductive, not the standard protocol), go out as their own rows: split
-    ``<split>_camera_<mode>`` and tag ``<tag>_camera_<mode>``."""
+    ``<split>_camera_<mode>`` and tag ``<tag>_camera_<mode>`` (mode e.g. ``center``, ``bn``, ``bn+center``)."""
     from reid.evaluation.evaluator import format_metrics
 
     rows = [("", result.metrics)]
     if result.camera_metrics is not None:
-        rows.append((f"_camera_{camera_norm}", result.camera_metrics))
+        rows.append((f"_camera_{result.camera_mode}", result.camera_metrics))
     for suffix, metrics in rows:
-        note = f" [+ camera {camera_norm}, transductive]" if suffix else ""
+        note = f" [+ camera {result.camera_mode}, transductive]" if suffix else ""
         logger.info(f"{label}{note}: {format_metrics(metrics)}")
         logger.record("eval", **{**record, "split": record["split"] + suffix}, **metrics)
         logger.scalars(tag + suffix, {k: v for k, v in metrics.items() if k != "cmc"}, step)
