@@ -164,6 +164,14 @@ class GDSConfig:
     mining: Literal["none", "overlap"] = "none"
     # warm-up: GDS-H is computed (and its statistics updated) only from stage-2 round start_round on; 0 = always
     start_round: int = 0
+    # which positive pairs GDS-H sees: "all" pseudo-label pairs, or "core": only pairs of two DBSCAN core points of
+    # the same cluster (pairs that clustering itself is sure of); negative pairs are never filtered
+    pairs: Literal["all", "core"] = "all"
+    # "fixed": the loss is weight x GDS-H; "fraction": the weight is set every step so that the norm of GDS-H's
+    # gradient w.r.t. the pooled features is grad_fraction x that of the main loss (triplet / memory). The
+    # measured fraction is logged either way (gds_grad_fraction)
+    weight_rule: Literal["fixed", "fraction"] = "fixed"
+    grad_fraction: float = 0.1
 
 
 @dataclass

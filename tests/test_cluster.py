@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from sklearn.cluster import DBSCAN
 from sklearn.metrics import normalized_mutual_info_score
 
+from benchmarks.clustering import benchmark_clustering, make_clustered_features
 from reid.cluster import (
     camera_spread,
     cluster_dbscan,
@@ -22,7 +23,6 @@ from reid.cluster import (
     knn_search,
     pseudo_label_quality,
 )
-from reid.cluster.benchmark_cluster import benchmark_clustering, make_clustered_features
 from reid.errors import TrainingError
 
 # ---------------------------------------------------------------------------------------------------------
@@ -589,3 +589,16 @@ def test_log_clustering_without_camids_is_unchanged():
     scalars = {prefix: values for prefix, values, _ in logger.scalar_calls}
     assert set(scalars["cluster"]) == {"num_clusters", "num_outliers", "eps"}
     assert "cross-camera" not in logger.lines[0]
+
+
+def test_cluster_dbscan_core_points_are_those_with_min_samples_neighbours() -> None:
+    """Independent count: a point is core when at least min_samples points (itself included) lie within eps."""
+    rng = np.random.default_rng(0)
+    points = np.concatenate([rng.normal(0, 0.05, (6, 2)), rng.normal(1, 0.05, (3, 2)), rng.uniform(-2, 3, (5, 2))])
+    dist = np.sqrt(((points[:, None] - points[None]) ** 2).sum(-1))
+    dist = dist / dist.max() * 0.99
+    labels, core = cluster_dbscan(dist, 0.05, min_samples=4, return_core=True)
+    expected = (dist <= 0.05).sum(axis=1) >= 4
+    assert np.array_equal(core, expected) and core.any() and not core.all()
+    assert np.array_equal(labels, cluster_dbscan(dist, 0.05, min_samples=4))
+    assert (labels[core] >= 0).all()

@@ -36,7 +36,7 @@ WORLD_SIZE = 2
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """synth-a / synth-b with 12 train ids x 6 images (the sizes tiny_args asks for), generated once."""
-    from reid.data.synthetic import ensure_synthetic
+    from reid.synthetic import ensure_synthetic
 
     root = tmp_path_factory.mktemp("ddp-data")
     for name in ("synth-a", "synth-b"):
@@ -103,7 +103,7 @@ def _train_step(rank: int, world_size: int, port: int, data_root: str, out_dir: 
         cross_entropy = CrossEntropyLabelSmooth(dataset.num_train_pids, 0.1)
         triplet = TripletLoss(margin=0.5)
 
-        def loss_fn(outputs, pids, camids):
+        def loss_fn(outputs, pids, camids, indices=None):
             loss_ce = cross_entropy(outputs["logits"], pids)
             loss_triplet, stats = triplet(outputs["features"], pids)
             return loss_ce + loss_triplet, {"ce": loss_ce.item(), "triplet": loss_triplet.item(),

@@ -398,3 +398,28 @@ def test_config_keys_for_mining_and_warm_up_are_validated():
         load_config(None, ["gds.start_round=-1"])
     with pytest.raises(ConfigError, match=r"gds.mining: expected one of 'none', 'overlap'"):
         load_config(None, ["gds.mining=hardest"])
+
+
+def test_pair_distances_confident_keeps_only_positive_pairs_of_two_confident_images() -> None:
+    """Labels (0, 0, 0, 1), confident (T, T, F, T): positives (0,1) kept, (0,2) and (1,2) dropped; the 3
+    negatives (0,3), (1,3), (2,3) all kept. Points on a line: distances are coordinate differences."""
+    from reid.losses.gds import pair_distances
+
+    x = torch.tensor([[0.0], [1.0], [3.0], [7.0]])
+    labels = torch.tensor([0, 0, 0, 1])
+    pos, neg = pair_distances(x, labels, torch.tensor([True, True, False, True]))
+    torch.testing.assert_close(pos, torch.tensor([1.0]))
+    torch.testing.assert_close(neg, torch.tensor([7.0, 6.0, 4.0]))
+    all_pos, all_neg = pair_distances(x, labels)
+    torch.testing.assert_close(all_pos, torch.tensor([1.0, 3.0, 2.0]))
+    torch.testing.assert_close(all_neg, neg)
+
+
+def test_gds_loss_with_every_image_confident_equals_the_plain_loss() -> None:
+    torch.manual_seed(0)
+    features, labels = torch.randn(12, 8), torch.arange(6).repeat_interleave(2)
+    plain, masked = GDSLoss(), GDSLoss()
+    torch.testing.assert_close(plain(features, labels), masked(features, labels, torch.ones(12, dtype=torch.bool)))
+    fewer = GDSLoss()
+    fewer(features, labels, torch.arange(12) < 6)
+    assert fewer.last_terms["num_pos_pairs"] == 3 and plain.last_terms["num_pos_pairs"] == 6

@@ -26,12 +26,12 @@ from reid.cli import _eval, _run_cli, _train
 from reid.config import load_config
 from reid.data.datasets import build_dataset
 from reid.data.loaders import build_train_loader, set_train_epoch
-from reid.data.synthetic import ensure_synthetic
 from reid.engine.checkpoint import load_checkpoint, save_checkpoint, training_state
 from reid.engine.logging import RunLogger
 from reid.engine.trainer import Trainer
 from reid.errors import TrainingError
 from reid.models import build_model
+from reid.synthetic import ensure_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 SYNTHETIC = {"num_train_ids": 12, "num_test_ids": 6, "images_per_id": 6, "seed": 0}
@@ -460,7 +460,7 @@ def test_an_epoch_never_ends_with_non_finite_weights(tmp_path: Path) -> None:
     net.forward = forward
     net.linear = model
 
-    def loss_fn(outputs, pids, camids):
+    def loss_fn(outputs, pids, camids, indices=None):
         return torch.sqrt(outputs["features"].sum() * 0), {}  # value 0, gradient NaN
 
     loader = [(torch.randn(2, 1, 2, 2), torch.zeros(2, dtype=torch.long), None, None)]

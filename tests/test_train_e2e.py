@@ -274,3 +274,27 @@ def test_gds_start_round_skips_gds_h_in_warm_up_rounds_and_overlap_mining_runs(t
         assert record["loss"] > record["triplet"]
     final = load_checkpoint(tmp_path / "checkpoints" / "final.pt")
     assert bool(final["gds"]["initialized"].all())
+
+
+def test_gds_core_pairs_and_gradient_fraction_weight_rule(tiny_domains: Path, full_run: Path, tmp_path: Path) -> None:
+    """gds.pairs=core runs and keeps fewer positive pairs than all pairs would; gds.weight_rule=fraction sets the
+    weight every step so that GDS-H's gradient norm is gds.grad_fraction of the triplet's (logged fraction = 0.25
+    at every step, hence in the epoch mean); the fixed rule logs weight = gds.weight and a positive fraction."""
+    source = f"pretrain.checkpoint={full_run / 'checkpoints' / 'source.pt'}"
+    fixed, ruled = tmp_path / "fixed", tmp_path / "ruled"
+    assert _train(tiny_args(tiny_domains, fixed, source, "adapt.rounds=1", "gds.weight=0.5")) == 0
+    assert _train(tiny_args(tiny_domains, ruled, source, "adapt.rounds=1", "gds.pairs=core",
+                            "gds.weight_rule=fraction", "gds.grad_fraction=0.25")) == 0
+    plain = [r for r in read_jsonl(fixed / "metrics.jsonl") if r["kind"] == "adapt_epoch"]
+    core = [r for r in read_jsonl(ruled / "metrics.jsonl") if r["kind"] == "adapt_epoch"]
+    assert plain and core
+    for record in plain:
+        assert record["gds_weight"] == 0.5 and 0 < record["gds_grad_fraction"] < 10
+    for record in core:
+        assert record["gds_grad_fraction"] == pytest.approx(0.25, rel=1e-5)
+        assert record["gds_weight"] > 0
+    # same pseudo-labels and batches in both runs (same source, seed): core pairs are a subset of all pairs
+    assert sum(r["gds_num_pos_pairs"] for r in core) <= sum(r["gds_num_pos_pairs"] for r in plain)
+    assert load_checkpoint(ruled / "checkpoints" / "final.pt")["core"] is None  # only mid-round states carry it
+    last = load_checkpoint(ruled / "checkpoints" / "last.pt")
+    assert last["core"] is None or last["core"].dtype == torch.bool

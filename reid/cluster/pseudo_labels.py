@@ -18,7 +18,8 @@ from reid.cluster.jaccard import camera_jaccard_distance, jaccard_distance
 from reid.errors import TrainingError
 
 
-def cluster_dbscan(dist: sp.csr_matrix | np.ndarray, eps: float, min_samples: int = 4) -> np.ndarray:
+def cluster_dbscan(dist: sp.csr_matrix | np.ndarray, eps: float, min_samples: int = 4,
+                   return_core: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """DBSCAN on precomputed distances.
 
     Args:
@@ -28,7 +29,8 @@ def cluster_dbscan(dist: sp.csr_matrix | np.ndarray, eps: float, min_samples: in
         min_samples: neighbours (the point itself included) that make a core point.
 
     Returns:
-        (N,) int64 labels: clusters 0..C-1 (numbered as sklearn finds them), -1 for outliers.
+        (N,) int64 labels: clusters 0..C-1 (numbered as sklearn finds them), -1 for outliers; with
+        ``return_core``, also (N,) bool: the DBSCAN core points (at least ``min_samples`` neighbours).
     """
     if not 0 < eps < 1:
         raise ValueError(f"eps must be in (0, 1) for Jaccard distances, got eps={eps}")
@@ -40,7 +42,12 @@ def cluster_dbscan(dist: sp.csr_matrix | np.ndarray, eps: float, min_samples: in
     if dist.ndim != 2 or dist.shape[0] != dist.shape[1]:
         raise ValueError(f"dist must be a square (N, N) matrix, got shape {dist.shape}")
     model = DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed", n_jobs=-1)
-    return model.fit_predict(dist).astype(np.int64)
+    labels = model.fit_predict(dist).astype(np.int64)
+    if not return_core:
+        return labels
+    core = np.zeros(len(labels), dtype=bool)
+    core[model.core_sample_indices_] = True
+    return labels, core
 
 
 def compute_eps(dist: sp.csr_matrix | np.ndarray, num_samples: int, rho: float = 1.6e-3) -> float:
@@ -109,7 +116,7 @@ def generate_pseudo_labels(
         labels: (N,) int64, clusters 0..C-1, -1 for outliers.
         info: {"eps": float, "num_clusters": int, "num_outliers": int,
                "cluster_sizes": (C,) int64 array (size of cluster c at index c), "seconds": float,
-               "camera_fallback": str | None}.
+               "camera_fallback": str | None, "core": (N,) bool DBSCAN core points}.
 
     Raises:
         TrainingError: the eps rule gives 0 or 1 (collapsed features), so DBSCAN cannot run.
@@ -131,7 +138,7 @@ def generate_pseudo_labels(
                 f"degenerate clustering: the eps rule (rho={rho}) gave eps={eps:.6g}, outside (0, 1); "
                 "the features are collapsed (many identical rows) or too few to cluster"
             )
-    labels = cluster_dbscan(dist, eps, min_samples=min_samples)
+    labels, core = cluster_dbscan(dist, eps, min_samples=min_samples, return_core=True)
     cluster_sizes = np.bincount(labels[labels >= 0], minlength=int(labels.max()) + 1 if labels.size else 0)
     info = {
         "eps": float(eps),
@@ -140,6 +147,7 @@ def generate_pseudo_labels(
         "cluster_sizes": cluster_sizes.astype(np.int64),
         "seconds": time.perf_counter() - start,
         "camera_fallback": fallback,
+        "core": core,
     }
     return labels, info
 

@@ -78,7 +78,7 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
     elif use_memory:
         memory = ClusterMemory(a.memory_temperature, a.memory_momentum).to(device)
     eps = None if c.eps == "auto" else float(c.eps)
-    start_round, start_epoch, pseudo_labels, history = 0, 0, None, []
+    start_round, start_epoch, pseudo_labels, core_points, history = 0, 0, None, None, []
     train_features_loader = build_test_loader(target.train, d.height, d.width, d.test_batch_size, d.workers,
                                               distributed=distributed.world_size() > 1)
     def target_features() -> torch.Tensor:
@@ -98,6 +98,8 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
         history = list(resume.get("history", []))
         if resume.get("pseudo_labels") is not None and start_epoch > 0:
             pseudo_labels = resume["pseudo_labels"].numpy()
+            saved_core = resume.get("core")  # absent in checkpoints written before gds.pairs existed
+            core_points = saved_core.numpy() if saved_core is not None else np.ones(len(pseudo_labels), dtype=bool)
             if memory is not None and resume.get("memory") is not None:  # mid-round: the memory as it was
                 memory.restore(resume["memory"])
             elif memory is not None:  # written by a run without the memory: initialise it from these labels
@@ -107,8 +109,8 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
                 memory.initialise(features, torch.from_numpy(pseudo_labels), torch.from_numpy(camids))
         logger.info(f"stage 2: resuming at round {start_round}, epoch {start_epoch}")
 
-    def loss_fn(outputs: dict[str, torch.Tensor], pids: torch.Tensor,
-                camids: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss_fn(outputs: dict[str, torch.Tensor], pids: torch.Tensor, camids: torch.Tensor,
+                indices: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         losses, terms = [], {}
         if use_triplet:
             loss_triplet, stats = triplet(outputs[feature_key], pids)
@@ -117,10 +119,28 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
         if use_memory:
             losses.append(memory(outputs[memory_key], pids, camids))
             terms.update(memory.last_terms)
+        main = sum(losses[1:], losses[0])
         if gds_active:  # gds.enabled and this round >= gds.start_round (warm-up: not called, nothing logged)
-            losses.append(g.weight * gds(outputs[gds_key], pids))
+            confident = torch.from_numpy(core[indices.numpy()]) if g.pairs == "core" else None
+            loss_gds = gds(outputs[gds_key], pids, confident)
+            weight, fraction = gds_weight(main, loss_gds, outputs["features"])
             terms.update({f"gds_{k}": v for k, v in gds.last_terms.items() if isinstance(v, float)})
-        return sum(losses[1:], losses[0]), terms
+            terms.update({"gds_weight": weight, "gds_grad_fraction": fraction})
+            return main + weight * loss_gds, terms
+        return main, terms
+
+    def gds_weight(main: torch.Tensor, loss_gds: torch.Tensor, features: torch.Tensor) -> tuple[float, float]:
+        """(weight, fraction): the weight GDS-H gets this step and the norm of its weighted gradient w.r.t. the
+        pooled features as a fraction of the main loss's (gds.weight_rule; NaN when either gradient is zero)."""
+        main_grad, = torch.autograd.grad(main, features, retain_graph=True, allow_unused=True)
+        gds_grad, = torch.autograd.grad(loss_gds, features, retain_graph=True, allow_unused=True)
+        main_norm = float(main_grad.norm()) if main_grad is not None else 0.0
+        gds_norm = float(gds_grad.norm()) if gds_grad is not None else 0.0
+        weight = g.weight
+        if g.weight_rule == "fraction" and main_norm > 0 and gds_norm > 0:
+            weight = g.grad_fraction * main_norm / gds_norm
+        fraction = weight * gds_norm / main_norm if main_norm > 0 and gds_norm > 0 else float("nan")
+        return weight, fraction
 
     metrics: dict = {}
     if not target.has_test_split:
@@ -135,15 +155,16 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
                     features.numpy(), eps, k1=c.k1, k2=c.k2, min_samples=c.min_samples, rho=c.rho, camids=camids,
                     camera_norm=c.camera_norm, camera_jaccard=c.camera_jaccard,
                     camera_k=(c.k1_intra, c.k1_inter, c.k2_intra, c.k2_inter))
-                eps = float(info["eps"])  # the auto rule is fixed after the first round
+                eps, core_points = float(info["eps"]), info["core"]  # the auto eps rule is fixed after round 1
                 log_clustering(logger, round_index, info, pseudo_labels, true_pids, camids=camids,
                                features=camera_normalize(features.numpy(), camids, c.camera_norm))
                 positives, negatives = pair_distance_samples(features, pseudo_labels, seed=round_index)
                 log_distance_histograms(logger, "pseudo_label_distances", positives, negatives, round_index)
-            pseudo_labels, eps = distributed.broadcast_object((pseudo_labels, eps))
+            pseudo_labels, eps, core_points = distributed.broadcast_object((pseudo_labels, eps, core_points))
             if memory is not None:  # every rank holds the gathered features: the same centroids everywhere
                 memory.initialise(features, torch.from_numpy(pseudo_labels), torch.from_numpy(camids))
         labelled = [(path, int(label), cam) for (path, _, cam), label in zip(target.train, pseudo_labels) if label >= 0]
+        core = core_points[pseudo_labels >= 0]  # per labelled image: a DBSCAN core point (gds.pairs: core)
         num_clusters = len({item[1] for item in labelled})
         identities_per_batch = d.batch_size // d.num_instances
         if num_clusters < identities_per_batch:
@@ -175,7 +196,7 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
                                             gds.last_neg_dist.numpy(), step)
                 if distributed.is_main():
                     save_checkpoint(_state(cfg, model, trainer, gds, memory, round_index, epoch + 1, eps,
-                                           pseudo_labels, history), run_dir / "checkpoints" / "last.pt")
+                                           pseudo_labels, history, core_points), run_dir / "checkpoints" / "last.pt")
         round_labels, start_epoch, pseudo_labels = pseudo_labels, 0, None
         if target.has_test_split and ((round_index + 1) % a.eval_every == 0 or round_index == a.rounds - 1):
             result = evaluate_dataset(model, target.query, target.gallery, height=d.height, width=d.width,
@@ -205,10 +226,12 @@ def run_adapt(cfg: Config, model: torch.nn.Module, target: ReidDataset, device: 
 
 def _state(cfg: Config, model: torch.nn.Module, trainer: Trainer, gds: GDSLoss,
            memory: ClusterMemory | CameraMemory | None,
-           round_index: int, epoch: int, eps: float | None, pseudo_labels: np.ndarray | None, history: list) -> dict:
+           round_index: int, epoch: int, eps: float | None, pseudo_labels: np.ndarray | None, history: list,
+           core_points: np.ndarray | None = None) -> dict:
     extra = {"gds": gds.state_dict(), "eps": eps, "history": history,
              "memory": memory.export() if memory is not None else None,
-             "pseudo_labels": torch.from_numpy(np.asarray(pseudo_labels)) if pseudo_labels is not None else None}
+             "pseudo_labels": torch.from_numpy(np.asarray(pseudo_labels)) if pseudo_labels is not None else None,
+             "core": torch.from_numpy(np.asarray(core_points)) if pseudo_labels is not None else None}
     return training_state(cfg, model, trainer, stage="adapt", epoch=epoch, round=round_index, extra=extra)
 
 

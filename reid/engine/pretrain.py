@@ -48,8 +48,8 @@ def run_pretrain(cfg: Config, model: torch.nn.Module, source: ReidDataset, targe
     cross_entropy = CrossEntropyLabelSmooth(source.num_train_pids, cfg.loss.label_smoothing)
     triplet = TripletLoss(cfg.loss.triplet_margin, cfg.loss.triplet_normalize)
 
-    def loss_fn(outputs: dict[str, torch.Tensor], pids: torch.Tensor,
-                camids: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss_fn(outputs: dict[str, torch.Tensor], pids: torch.Tensor, camids: torch.Tensor,
+                indices: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         loss_ce = cross_entropy(outputs["logits"], pids)
         loss_triplet, stats = triplet(outputs["features"], pids)
         accuracy = (outputs["logits"].argmax(dim=1) == pids).float().mean()

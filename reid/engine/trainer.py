@@ -17,8 +17,9 @@ from reid import distributed
 from reid.engine.logging import RunLogger
 from reid.errors import TrainingError
 
-# (model outputs, pids, camids) -> (loss, terms)
-LossFn = Callable[[dict[str, torch.Tensor], torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
+# (model outputs, pids, camids, indices of the images in the loader's item list) -> (loss, terms)
+LossFn = Callable[[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor],
+                  tuple[torch.Tensor, dict[str, float]]]
 
 
 def derive_seed(*parts: Any) -> int:
@@ -121,10 +122,10 @@ class Trainer:
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else contextlib.nullcontext()
         for it in progress:
             try:
-                images, pids, camids, _ = next(iterator)
+                images, pids, camids, indices = next(iterator)
             except StopIteration:
                 iterator = iter(loader)
-                images, pids, camids, _ = next(iterator)
+                images, pids, camids, indices = next(iterator)
             images = images.to(self.device, non_blocking=True, memory_format=torch.channels_last)
             pids = pids.to(self.device, non_blocking=True)
             with autocast:
@@ -133,7 +134,7 @@ class Trainer:
             outputs = {k: v.float() if v.dtype in (torch.float16, torch.bfloat16) else v
                        for k, v in outputs.items()}
             camids = torch.as_tensor(camids).to(self.device) if camids is not None else None
-            loss, terms = loss_fn(outputs, pids, camids)
+            loss, terms = loss_fn(outputs, pids, camids, torch.as_tensor(indices))
             # under DDP every rank must take the same branch: a rank that raised alone would leave the others
             # waiting in the gradient all-reduce
             finite = bool(torch.isfinite(loss))

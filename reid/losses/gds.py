@@ -137,12 +137,15 @@ class GDSLoss(nn.Module):
             f"kappa={self.kappa}, normalize={self.normalize}, hard={self.hard}, mining={self.mining}"
         )
 
-    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, labels: torch.Tensor,
+                confident: torch.Tensor | None = None) -> torch.Tensor:
         """GDS(-H) loss of one batch; updates the global statistics in training mode.
 
         Args:
             features: (B, D) float embeddings (half precision is computed in float32).
             labels: (B,) int (pseudo) identity labels.
+            confident: optional (B,) bool; positive pairs are only those of two confident images
+                (:func:`pair_distances`).
 
         Returns:
             Scalar tensor.
@@ -154,7 +157,9 @@ class GDSLoss(nn.Module):
         if features.dtype in (torch.float16, torch.bfloat16):
             features = features.float()
         embeddings = F.normalize(features, dim=1) if self.normalize else features
-        pos_dist, neg_dist = pair_distances(embeddings, labels.to(features.device))
+        if confident is not None:
+            confident = confident.to(device=features.device, dtype=torch.bool)
+        pos_dist, neg_dist = pair_distances(embeddings, labels.to(features.device), confident)
 
         world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         if world_size > 1:
@@ -280,22 +285,26 @@ class GDSLoss(nn.Module):
         self.last_neg_dist = host[len(names) + pos_dist.numel() :].float()
 
 
-def pair_distances(embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def pair_distances(embeddings: torch.Tensor, labels: torch.Tensor,
+                   confident: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Distances of the positive and the negative pairs i < j of one batch.
 
     Args:
         embeddings: (B, D) float.
         labels: (B,) int.
+        confident: optional (B,) bool: a positive pair counts only when both of its images are confident
+            (``gds.pairs: core``: DBSCAN core points); negative pairs are never filtered.
 
     Returns:
-        ``(pos_dist, neg_dist)``: (P,) distances of the pairs with equal labels and (N,) of the others, in
-        row-major order of (i, j); P + N = B (B - 1) / 2.
+        ``(pos_dist, neg_dist)``: (P,) distances of the (confident) pairs with equal labels and (N,) of the pairs
+        with different labels, in row-major order of (i, j); P + N = B (B - 1) / 2 without ``confident``.
     """
     num = embeddings.shape[0]
     rows, cols = torch.triu_indices(num, num, offset=1, device=embeddings.device)
     distances = pairwise_euclidean(embeddings, embeddings)[rows, cols]
     same = labels[rows] == labels[cols]
-    return distances[same], distances[~same]
+    positive = same if confident is None else same & confident[rows] & confident[cols]
+    return distances[positive], distances[~same]
 
 
 def _local_statistics(distances: torch.Tensor) -> tuple[int, torch.Tensor | None, torch.Tensor | None]:
