@@ -27,7 +27,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check reid scripts tests
+	$(BIN)/ruff check reid scripts tests benchmarks
 
 clean-venv:
 	rm -rf $(VENV)

@@ -40,7 +40,7 @@ def load_domain(name: str, root: str, cfg: Config, verbose: bool) -> ReidDataset
         return build_folder_dataset(root, camera_rule=cfg.data.camera_rule, camera_regex=cfg.data.camera_regex,
                                     test_root=cfg.data.target_test_root, verbose=verbose)
     if name in ("synth-a", "synth-b"):
-        from reid.data.synthetic import ensure_synthetic
+        from reid.synthetic import ensure_synthetic
 
         if distributed.is_main():
             ensure_synthetic(name, root, num_train_ids=cfg.data.synthetic_train_ids,

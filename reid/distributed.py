@@ -63,14 +63,6 @@ def broadcast_object(value: Any, src: int = 0) -> Any:
     return holder[0]
 
 
-def all_reduce_mean(value: float) -> float:
-    if not is_distributed():
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64, device=_device())
-    dist.all_reduce(tensor)
-    return float(tensor.item()) / world_size()
-
-
 def all_reduce_mean_dict(values: dict[str, float]) -> dict[str, float]:
     """Mean over ranks of every value of ``values`` (same keys on every rank), in one all-reduce."""
     if not is_distributed() or not values:

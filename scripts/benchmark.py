@@ -18,21 +18,24 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks/ package beside reid/
+
 
 def bench_eval(args: argparse.Namespace) -> dict:
-    from reid.evaluation.benchmark_eval import benchmark_evaluation
+    from benchmarks.evaluation import benchmark_evaluation
 
     return benchmark_evaluation(num_query=args.num_query, num_gallery=args.num_gallery)
 
 
 def bench_cluster(args: argparse.Namespace) -> dict:
-    from reid.cluster.benchmark_cluster import benchmark_clustering
+    from benchmarks.clustering import benchmark_clustering
 
     sizes = [16522] + ([100000] if args.large else [])
     results = {str(n): benchmark_clustering(n, dim=2048) for n in sizes}
@@ -50,11 +53,11 @@ def bench_train(args: argparse.Namespace) -> dict:
 
     from reid.data.datasets import build_dataset
     from reid.data.loaders import build_train_loader
-    from reid.data.synthetic import ensure_synthetic
     from reid.engine.logging import RunLogger
     from reid.engine.trainer import Trainer, build_optimizer
     from reid.losses import GDSLoss, TripletLoss
     from reid.models import build_model
+    from reid.synthetic import ensure_synthetic
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     root = ensure_synthetic("synth-a", Path(args.data_dir) / "synth-a")
@@ -63,7 +66,7 @@ def bench_train(args: argparse.Namespace) -> dict:
     model = build_model(arch=args.arch, pretrained="none").to(device)
     triplet, gds = TripletLoss(0.5), GDSLoss().to(device)
 
-    def loss_fn(outputs, pids, camids=None):
+    def loss_fn(outputs, pids, camids=None, indices=None):
         loss_triplet, _ = triplet(outputs["features"], pids)
         return loss_triplet + gds(outputs["features"], pids), {}
 
@@ -106,7 +109,7 @@ def bench_train(args: argparse.Namespace) -> dict:
 def bench_loader(args: argparse.Namespace) -> dict:
     from reid.data.datasets import build_dataset
     from reid.data.loaders import build_train_loader
-    from reid.data.synthetic import ensure_synthetic
+    from reid.synthetic import ensure_synthetic
 
     root = ensure_synthetic("synth-a", Path(args.data_dir) / "synth-a")
     items = build_dataset("market-format", root).train
@@ -128,8 +131,8 @@ def bench_export(args: argparse.Namespace) -> dict:
     from reid.apps.export import INPUT_NAME, NormalizedEmbedding, export_onnx, onnx_session
     from reid.data.datasets import build_dataset
     from reid.data.loaders import build_test_loader
-    from reid.data.synthetic import ensure_synthetic
     from reid.models import build_model
+    from reid.synthetic import ensure_synthetic
 
     real = Path(os.environ.get("REID_SHARED", "../shared")) / "data" / "real" / "cuhk03-pairs2to5"
     root = real if real.is_dir() else ensure_synthetic("synth-a", Path(args.data_dir) / "synth-a")

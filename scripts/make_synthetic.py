@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from reid.data.synthetic import DOMAINS, ensure_synthetic, render_contact_sheet, split_counts
 from reid.errors import ReidError
+from reid.synthetic import DOMAINS, ensure_synthetic, render_contact_sheet, split_counts
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

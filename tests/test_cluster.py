@@ -557,6 +557,9 @@ def test_log_clustering_with_camids_logs_camera_spread_and_cross_camera_quality(
         "num_clusters",
         "num_outliers",
         "eps",
+        "outlier_fraction",
+        "largest_cluster",
+        "median_cluster_size",
         "cross_camera_cluster_fraction",
         "mean_cameras_per_cluster",
         "num_cameras",
@@ -584,10 +587,17 @@ def test_log_clustering_without_camids_is_unchanged():
         "cluster_size_histogram",
         "seconds",
         "diagnostic_uses_target_labels",
+        "outlier_fraction",
+        "largest_cluster",
+        "median_cluster_size",
     }
+    sizes = np.bincount(_PSEUDO[_PSEUDO >= 0])
+    assert record["outlier_fraction"] == pytest.approx(np.mean(_PSEUDO < 0))
+    assert record["largest_cluster"] == sizes.max() and record["median_cluster_size"] == np.median(sizes)
     assert record["diagnostic_uses_target_labels"] == pseudo_label_quality(_PSEUDO, _TRUTH)
     scalars = {prefix: values for prefix, values, _ in logger.scalar_calls}
-    assert set(scalars["cluster"]) == {"num_clusters", "num_outliers", "eps"}
+    assert set(scalars["cluster"]) == {"num_clusters", "num_outliers", "eps", "outlier_fraction", "largest_cluster",
+                                       "median_cluster_size"}
     assert "cross-camera" not in logger.lines[0]
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from benchmarks.evaluation import benchmark_evaluation, make_market_like_problem
+from benchmarks.reference import evaluate_rank_loop
 from reid.evaluation import evaluate_rank, metrics
-from reid.evaluation.benchmark_eval import benchmark_evaluation, evaluate_rank_loop, make_market_like_problem
 
 
 def test_two_queries_five_gallery_hand_computed():

@@ -1,4 +1,4 @@
-"""Tests for reid/data/synthetic.py: Market layout, protocol validity, determinism, markers, domain gap."""
+"""Tests for reid/synthetic/: Market layout, protocol validity, determinism, markers, domain gap."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reid.data.synthetic import (
+from reid.errors import ConfigError, DatasetError
+from reid.synthetic import (
     DOMAINS,
     ensure_synthetic,
     generate_domain,
@@ -20,7 +21,6 @@ from reid.data.synthetic import (
     render_contact_sheet,
     split_counts,
 )
-from reid.errors import ConfigError, DatasetError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FILE_NAME = re.compile(r"^(-1|\d{4})_c(\d+)s\d_(\d{6})_\d{2}\.jpg$")

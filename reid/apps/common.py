@@ -54,11 +54,13 @@ def find_images(inputs: Sequence[str | os.PathLike], role: str = "images") -> li
     """
     found: list[ImageFile] = []
     for entry in map(Path, inputs):
+        # absolute, but symlinks kept as given: a linked file's camera (folder rule: the folder holding the
+        # link; regex rule: the link's name) and its path are the link's, as the folder dataset reads them
+        absolute = Path(os.path.abspath(entry))
         if entry.is_dir():
-            root = entry.resolve()
-            found += [ImageFile(path.absolute(), root) for path in folder_dataset.find_images(root)]
+            found += [ImageFile(path, absolute) for path in folder_dataset.find_images(absolute)]
         elif entry.is_file():
-            found.append(ImageFile(entry.resolve(), None))
+            found.append(ImageFile(absolute, None))
         else:
             raise DatasetError(f"{role}: not found: {entry}")
     if not found:

@@ -163,8 +163,9 @@ def run(argv: list[str] | None = None) -> int:
     results = [_result(str(image.path), camera, found, scores, gallery)
                for image, camera, found, scores in zip(queries, query_cameras, indices, similarities)]
     _print_table(results)
-    summary = (f"{len(queries)} queries against {len(gallery.paths)} gallery images ({args.gallery}), "
-               f"top {args.top_k}{', same camera excluded' if exclude else ''}; distance = sqrt(2 - 2 cos)")
+    summary = (f"{len(queries)} quer{'y' if len(queries) == 1 else 'ies'} against {len(gallery.paths)} gallery "
+               f"images ({args.gallery}), top {args.top_k}{', same camera excluded' if exclude else ''}; "
+               "distance = sqrt(2 - 2 cos)")
     with open(out / "results.json", "w", encoding="utf-8") as handle:
         json.dump({"gallery": str(Path(args.gallery).resolve()), "checkpoint": str(Path(checkpoint).resolve()),
                    "top_k": args.top_k, "exclude_same_camera": exclude, "camera_rule": rule.kind,

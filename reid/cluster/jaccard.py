@@ -28,6 +28,7 @@ import scipy.sparse as sp
 
 from reid.cluster.camera import camera_neighbours
 from reid.cluster.knn import knn_search
+from reid.kreciprocal import k_reciprocal_expansion, neighbour_graph, reciprocal_graph
 
 # Pairs (i, j, c) handled at once while summing minima: ~16 bytes each, so 2**22 pairs ~ 64 MiB per array.
 _MAX_PAIRS_PER_CHUNK = 2**22
@@ -68,9 +69,7 @@ def jaccard_distance(
     k2 = min(k2, k1)
 
     similarities, initial_rank = knn_search(features, k1, use_gpu=use_gpu)
-    reciprocal = _reciprocal_graph(initial_rank)
-    reciprocal_half = _reciprocal_graph(initial_rank[:, : int(np.around(k1 / 2)) + 1])
-    expansion = _expand(reciprocal, reciprocal_half)
+    expansion = k_reciprocal_expansion(initial_rank, k1, int(np.around(k1 / 2)) + 1)
     weights = _softmax_weights(features, expansion, similarities, initial_rank)
     if k2 != 1:
         weights = _query_expansion(weights, initial_rank[:, :k2])
@@ -117,7 +116,7 @@ def camera_jaccard_distance(
                          f"{k1_intra}, {k1_inter}, {k2_intra}, {k2_inter}")
     intra_sims, intra = camera_neighbours(features, camids, max(k1_intra + 1, k2_intra), same_camera=True)
     inter_sims, inter = camera_neighbours(features, camids, max(k1_inter + 1, k2_inter, 1), same_camera=False)
-    reciprocal = (_reciprocal_graph(intra[:, : k1_intra + 1]) + _reciprocal_graph(inter[:, : k1_inter + 1])).tocsr()
+    reciprocal = (reciprocal_graph(intra[:, : k1_intra + 1]) + reciprocal_graph(inter[:, : k1_inter + 1])).tocsr()
     reciprocal.data[:] = 1
     reciprocal.sort_indices()
     weights = _softmax_weights(features, reciprocal, np.hstack([intra_sims, inter_sims]), np.hstack([intra, inter]))
@@ -134,49 +133,6 @@ def _l2_normalise(features: np.ndarray) -> np.ndarray:
         raise ValueError(f"features must be a non-empty 2-D (N, D) array, got shape {features.shape}")
     norms = np.linalg.norm(features, axis=1, keepdims=True)
     return np.ascontiguousarray(features / np.maximum(norms, 1e-12), dtype=np.float32)
-
-
-def _neighbour_graph(ranked: np.ndarray) -> sp.csr_matrix:
-    """(N, k) neighbour indices -> (N, N) CSR pattern with a 1 at (i, ranked[i, p]); int32 data."""
-    num_samples, k = ranked.shape
-    indptr = np.arange(0, num_samples * k + 1, k, dtype=np.int64)
-    graph = sp.csr_matrix(
-        (np.ones(num_samples * k, dtype=np.int32), ranked.ravel(), indptr), shape=(num_samples, num_samples)
-    )
-    graph.sum_duplicates()  # sorts the indices of each row
-    return graph
-
-
-def _reciprocal_graph(ranked: np.ndarray) -> sp.csr_matrix:
-    """Pattern of k-reciprocal pairs: (i, j) with j in ranked[i] and i in ranked[j]. (N, k) -> (N, N) CSR."""
-    forward = _neighbour_graph(ranked)
-    reciprocal = forward.multiply(forward.T).tocsr()
-    reciprocal.sort_indices()
-    return reciprocal
-
-
-def _expand(reciprocal: sp.csr_matrix, reciprocal_half: sp.csr_matrix) -> sp.csr_matrix:
-    """Add to R(i) the half-size set Rh(c) of every candidate c in R(i) that overlaps R(i) by more than 2/3.
-
-    Args:
-        reciprocal: (N, N) CSR pattern of R.
-        reciprocal_half: (N, N) CSR pattern of Rh.
-
-    Returns:
-        (N, N) CSR pattern (int32 ones, sorted indices) of the expanded sets E.
-    """
-    # overlap[i, c] = |Rh(c) ∩ R(i)|, needed only where c is in R(i).
-    overlap = (reciprocal @ reciprocal_half.T).multiply(reciprocal).tocsr()
-    half_sizes = np.diff(reciprocal_half.indptr)
-    accepted = overlap.data > 2 / 3 * half_sizes[overlap.indices]  # same float64 comparison as the reference
-    candidates = sp.csr_matrix(
-        (accepted.astype(np.int32), overlap.indices, overlap.indptr), shape=overlap.shape
-    )
-    candidates.eliminate_zeros()
-    expansion = (reciprocal + candidates @ reciprocal_half).tocsr()
-    expansion.data[:] = 1
-    expansion.sort_indices()
-    return expansion
 
 
 def _softmax_weights(
@@ -231,7 +187,7 @@ def _query_expansion(weights: sp.csr_matrix, neighbours: np.ndarray, distinct: b
     """
     num_samples, k2 = neighbours.shape
     if distinct:
-        pattern = _neighbour_graph(neighbours).astype(np.float64)  # duplicates summed, then counted once
+        pattern = neighbour_graph(neighbours).astype(np.float64)  # duplicates summed, then counted once
         pattern.data[:] = 1.0
         pattern = sp.csr_matrix(pattern.multiply(1.0 / np.diff(pattern.indptr)[:, None]))
         expanded = (pattern @ weights).tocsr()

@@ -23,11 +23,12 @@ import torch
 from PIL import Image, ImageFile, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
+from reid import distributed as process_group
+from reid.data.datasets import Item
 from reid.data.samplers import DistributedRandomIdentitySampler, RandomIdentitySampler
 from reid.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
 from reid.errors import DatasetError
 
-Item = tuple[str, int, int]
 BAD_IMAGE_POLICIES = ("fail", "skip")
 
 
@@ -260,8 +261,8 @@ def build_test_loader(
     """
     transform = build_transforms(height, width, is_train=False, mean=mean, std=std)
     sampler = None
-    if distributed and torch.distributed.is_initialized():
-        world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
+    if distributed and process_group.is_distributed():
+        world, rank = process_group.world_size(), process_group.rank()
         sampler = list(range(rank, len(items), world))
     return DataLoader(
         ImageDataset(items, transform),

@@ -30,10 +30,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from reid.data.datasets import Item
 from reid.data.loaders import build_test_loader
 from reid.evaluation.features import extract_features
-
-Item = tuple[str, int, int]
 
 
 def bn_layers(model: torch.nn.Module) -> list[torch.nn.modules.batchnorm._BatchNorm]:

@@ -8,13 +8,12 @@ import numpy as np
 import torch
 
 from reid.cluster.camera import camera_normalize
+from reid.data.datasets import Item
 from reid.data.loaders import build_test_loader
 from reid.evaluation.camera_bn import extract_features_camera_bn
 from reid.evaluation.features import extract_features, pairwise_distance
 from reid.evaluation.metrics import evaluate_rank
 from reid.evaluation.rerank import re_ranking
-
-Item = tuple[str, int, int]
 
 
 @dataclass

@@ -1,9 +1,9 @@
 """CMC, mAP and mINP under the Market-1501 protocol, vectorised over chunks of queries.
 
 The numbers are those of torchreid's ``eval_market1501`` with AGW's mINP added (the per-query Python loop
-that both use is kept in :mod:`reid.evaluation.benchmark_eval` as ``evaluate_rank_loop`` and serves as the
-reference in the tests). Here every chunk of queries is ranked with one ``np.argsort`` and the matches are
-read off boolean arrays, so no Python loop runs over queries or gallery items inside a chunk.
+that both use is kept outside the library, as ``evaluate_rank_loop`` in ``benchmarks/reference.py``, the
+reference of the tests and the benchmark). Here every chunk of queries is ranked with one ``np.argsort`` and the
+matches are read off boolean arrays, so no Python loop runs over queries or gallery items inside a chunk.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import warnings
 
 import numpy as np
 
+from reid.data.datasets import JUNK_PID
+
 # Gallery entries handled per chunk of queries: bounds the (chunk, G) temporaries to roughly 100 MB.
 _CHUNK_ELEMENTS = 1 << 22
 
@@ -19,8 +21,6 @@ _CHUNK_ELEMENTS = 1 << 22
 _NON_MATCH = 0
 _TRUE_MATCH = 1
 _REMOVED = 2  # same pid and same camera as the query, or junk (pid -1)
-
-JUNK_PID = -1
 
 
 def evaluate_rank(distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, q_camids: np.ndarray,

@@ -14,7 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
-from reid.evaluation.metrics import JUNK_PID
+from reid.data.datasets import JUNK_PID
 
 # Ranked-list grid layout, in pixels.
 GRID_PAD = 4  # between tiles and around the grid

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from reid.kreciprocal import k_reciprocal_expansion
+
 # Entries of the (rows, N) float32 temporaries handled at a time: about 16 MB per temporary.
 _CHUNK_ELEMENTS = 1 << 22
 
@@ -53,9 +55,7 @@ def re_ranking(q_g_dist: np.ndarray, q_q_dist: np.ndarray, g_g_dist: np.ndarray,
         raise ValueError(f"k1 and k2 must be >= 1, got k1={k1}, k2={k2}")
 
     nearest = blocks.nearest_neighbours(max(k1 + 1, k2))  # (N, K) int64, row i = argsort(original[i])[:K]
-    reciprocal = _reciprocal_sets(nearest[:, :k1 + 1], num_all)
-    half_reciprocal = _reciprocal_sets(nearest[:, :int(np.around(k1 / 2.0)) + 1], num_all)
-    expanded = _expand(reciprocal, half_reciprocal)
+    expanded = k_reciprocal_expansion(nearest, k1 + 1, int(np.around(k1 / 2.0)) + 1)
 
     rows, cols = expanded.nonzero()
     weights = np.exp(-blocks.original_values(rows, cols).astype(np.float64))
@@ -150,38 +150,6 @@ class _DistanceBlocks:
 
 def _rows_per_chunk(num_columns: int) -> int:
     return max(1, _CHUNK_ELEMENTS // max(num_columns, 1))
-
-
-def _reciprocal_sets(nearest: np.ndarray, num_all: int) -> sp.csr_matrix:
-    """(N, N) boolean CSR: [i, j] set when j is among the k nearest of i AND i among the k nearest of j.
-
-    Args:
-        nearest: (N, k) int neighbour lists (row i = the k nearest of item i, itself included).
-    """
-    num_neighbours = nearest.shape[1]
-    forward = sp.csr_matrix((np.ones(nearest.size, dtype=bool),
-                             (np.repeat(np.arange(num_all), num_neighbours), nearest.ravel())),
-                            shape=(num_all, num_all))
-    return forward.multiply(forward.T).tocsr().astype(bool)
-
-
-def _expand(reciprocal: sp.csr_matrix, half_reciprocal: sp.csr_matrix) -> sp.csr_matrix:
-    """(N, N) boolean CSR: row i = R(i) united with every R_half(c), c in R(i), with |R_half(c) ∩ R(i)| >
-    2/3 |R_half(c)|.
-
-    Args:
-        reciprocal: (N, N) boolean, row i = R(i, k1); half_reciprocal: (N, N) boolean, row c = R(c, round(k1/2)).
-    """
-    reciprocal_count = reciprocal.astype(np.int64)
-    half_count = half_reciprocal.astype(np.int64)
-    # overlap[i, c] = |R(i) ∩ R_half(c)|, kept only for candidates c in R(i).
-    overlap = (reciprocal_count @ half_count.T).multiply(reciprocal_count).tocoo()
-    half_sizes = np.diff(half_reciprocal.indptr)
-    qualifies = overlap.data > 2.0 / 3 * half_sizes[overlap.col]
-    num_all = reciprocal.shape[0]
-    accepted = sp.csr_matrix((np.ones(int(qualifies.sum()), dtype=np.int64),
-                              (overlap.row[qualifies], overlap.col[qualifies])), shape=(num_all, num_all))
-    return (reciprocal_count + accepted @ half_count).tocsr().astype(bool)
 
 
 def _sum_of_minima(query_rows: sp.csr_matrix, gallery_columns: sp.csc_matrix) -> np.ndarray:

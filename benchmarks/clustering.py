@@ -1,6 +1,7 @@
 """Time and memory of one clustering round (Jaccard distance + eps + DBSCAN) on synthetic ReID-like features.
 
-Run: ``python -m reid.cluster.benchmark_cluster --num-samples 16522`` (DukeMTMC-reID train size).
+Run from the repository root: ``python -m benchmarks.clustering --num-samples 16522`` (DukeMTMC-reID train
+size), or ``python scripts/benchmark.py cluster``.
 The work runs in a fresh child process (multiprocessing "spawn") so that its peak resident memory is its own:
 faiss, MKL and scipy allocate outside Python, which ``tracemalloc`` does not see.
 """
