@@ -21,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from reid.cli import _train
+import reid
+from reid.config import load_config, resolve_paths
+from reid.errors import ReidError
 
 METHODS = {
     "baseline (triplet)": ["gds.enabled=false"],
@@ -31,15 +33,12 @@ METHODS = {
 COLUMNS = ("mAP", "R1", "R5", "mINP")
 
 
-def read_rows(run_dir: Path, kind: str) -> list[dict]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [row for row in rows if row["kind"] == kind]
-
-
-def run(argv: list[str]) -> None:
-    code = _train(argv)
-    if code != 0:
-        sys.exit(f"run failed ({code}): {' '.join(argv)}")
+def run(config: str, out: Path, overrides: list[str]) -> None:
+    """One training run into ``out`` (continued when it already holds one)."""
+    try:
+        reid.train(resolve_paths(load_config(config, overrides)), out=out, resume="auto", quiet=True)
+    except ReidError as error:
+        sys.exit(f"run {out} failed: {type(error).__name__}: {error} (overrides: {' '.join(overrides)})")
 
 
 def main() -> None:
@@ -74,10 +73,9 @@ def main() -> None:
         source_dir = out / f"seed{seed}" / "source"
         if not args.report_only:
             start = time.time()
-            run(["--config", args.config, "--out", str(source_dir), "--quiet", "--resume", "auto",
-                 *sum([["--set", s] for s in [*common, "adapt.enabled=false"]], [])])
+            run(args.config, source_dir, [*common, "adapt.enabled=false"])
             timings[f"seed{seed}/source"] = time.time() - start
-        for row in read_rows(source_dir, "eval"):
+        for row in reid.read_metrics(source_dir, "eval"):
             if row["split"] == "target_test":
                 results["direct transfer"][seed] = row
             elif row["split"].startswith("target_test_camera"):
@@ -86,21 +84,20 @@ def main() -> None:
             run_dir = out / f"seed{seed}" / method.replace(" ", "_").replace("(", "").replace(")", "")
             if not args.report_only:
                 start = time.time()
-                run(["--config", args.config, "--out", str(run_dir), "--quiet", "--resume", "auto",
-                     *sum([["--set", s] for s in [*common, *methods[method],
-                                                    f"pretrain.checkpoint={source_dir}/checkpoints/source.pt"]], [])])
+                run(args.config, run_dir, [*common, *methods[method],
+                                           f"pretrain.checkpoint={source_dir}/checkpoints/source.pt"])
                 timings[f"seed{seed}/{method}"] = time.time() - start
             if args.report_only and not (run_dir / "checkpoints" / "final.pt").is_file():
                 print(f"note: {run_dir} has not finished: left out of the table")
                 continue
-            evals = [r for r in read_rows(run_dir, "eval") if r["stage"] == "adapt"]
+            evals = [r for r in reid.read_metrics(run_dir, "eval") if r["stage"] == "adapt"]
             standard = [r for r in evals if r["split"] == "target_test"]
             results[method][seed] = standard[-1]
             curves[method][seed] = [r["mAP"] for r in standard]
             camera = [r for r in evals if r["split"].startswith("target_test_camera")]
             if camera:
                 camera_rows.setdefault(method, {})[seed] = camera[-1]
-            clusters[method][seed] = read_rows(run_dir, "cluster")
+            clusters[method][seed] = reid.read_metrics(run_dir, "cluster")
     write_report(out, results, curves, timings, args, camera_rows, clusters)
 
 

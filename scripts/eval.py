@@ -3,7 +3,9 @@
     python scripts/eval.py --config configs/demo.yaml --checkpoint outputs/demo/checkpoints/final.pt [--rerank]
 """
 
+import sys
+
 from reid.cli import eval_main
 
 if __name__ == "__main__":
-    eval_main()
+    sys.exit(eval_main())

@@ -21,12 +21,11 @@ import sys
 import numpy as np
 import torch
 
-from reid.cli import load_domain
-from reid.cluster import generate_pseudo_labels
 from reid.config import load_config, resolve_paths
-from reid.data.loaders import build_test_loader, build_train_loader
+from reid.data.loaders import build_train_loader
 from reid.engine.checkpoint import load_checkpoint, load_model_weights
-from reid.evaluation.features import extract_features
+from reid.engine.inputs import load_domain
+from reid.engine.pseudo_label import PseudoLabeler
 from reid.losses import GDSLoss, TripletLoss
 from reid.models import build_model
 
@@ -52,17 +51,16 @@ def main() -> None:
     load_model_weights(model, load_checkpoint(args.checkpoint), args.checkpoint, skip_classifier=True)
     device = torch.device("cpu")
 
-    features, _, _ = extract_features(model, build_test_loader(target.train, d.height, d.width, d.test_batch_size,
-                                                               d.workers), device)
-    labels, info = generate_pseudo_labels(features.numpy(), None if c.eps == "auto" else float(c.eps), k1=c.k1,
-                                          k2=c.k2, min_samples=c.min_samples, rho=c.rho)
-    labelled = [(path, int(label), cam) for (path, _, cam), label in zip(target.train, labels) if label >= 0]
-    print(f"round-0 pseudo-labels: {info['num_clusters']} clusters, {len(labelled)} of {len(labels)} images, "
-          f"eps {info['eps']:.3f}")
+    labeler = PseudoLabeler(model, target.train, cluster=c, height=d.height, width=d.width,
+                            batch_size=d.test_batch_size, workers=d.workers, device=device)
+    pseudo_labels = labeler(round_index=0, eps=None if c.eps == "auto" else float(c.eps))
+    labelled = pseudo_labels.training_items(target.train)
+    print(f"round-0 pseudo-labels: {pseudo_labels.num_clusters} clusters, {len(labelled)} of "
+          f"{len(pseudo_labels.labels)} images, eps {pseudo_labels.eps:.3f}")
     loader = build_train_loader(labelled, d.height, d.width, d.batch_size, d.num_instances, 0, seed=cfg.seed,
                                 flip_prob=d.flip_prob, pad=d.pad, random_erasing_prob=d.random_erasing_prob)
     if len(loader) == 0:
-        sys.exit(f"{info['num_clusters']} clusters: too few for one P x K batch; nothing to measure")
+        sys.exit(f"{pseudo_labels.num_clusters} clusters: too few for one P x K batch; nothing to measure")
     batches: list[tuple[torch.Tensor, torch.Tensor]] = []
     while len(batches) < 2 * args.batches:  # as many passes over the pseudo-labelled images as needed
         batches += [(images, pids) for images, pids, _, _ in loader]

@@ -19,15 +19,16 @@ import sys
 import time
 from pathlib import Path
 
-from reid.cli import _train
+import reid
+from reid.config import load_config, resolve_paths
+from reid.errors import ReidError
 
 
 def final_eval(run_dir: Path) -> tuple[dict, list[float], dict, float]:
     """Last target-test metrics, mAP per round, last epoch's loss terms, last round's pseudo-label precision."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    evals = [r for r in rows if r["kind"] == "eval" and r["stage"] == "adapt"]
-    train = [r for r in rows if r["kind"] == "adapt_epoch"]
-    clusters = [r for r in rows if r["kind"] == "cluster"]
+    evals = [r for r in reid.read_metrics(run_dir, "eval") if r["stage"] == "adapt"]
+    train = reid.read_metrics(run_dir, "adapt_epoch")
+    clusters = reid.read_metrics(run_dir, "cluster")
     precision = clusters[-1].get("diagnostic_uses_target_labels", {}).get("pairwise_precision", float("nan"))
     return evals[-1], [r["mAP"] for r in evals], (train[-1] if train else {}), precision
 
@@ -67,11 +68,12 @@ def main() -> None:
     for name, seed, overrides in runs:
         run_dir = out / f"{name.replace(' ', '_').replace('(', '').replace(')', '').replace('=', '-')}_s{seed}"
         start = time.time()
-        code = _train(["--config", args.config, "--out", str(run_dir), "--quiet", "--resume", "auto",
-                       *sum([["--set", s] for s in [f"seed={seed}", *args.overrides, *overrides,
-                                                      f"pretrain.checkpoint={args.source}"]], [])])
-        if code != 0:
-            sys.exit(f"run {name} (seed {seed}) failed with exit code {code}")
+        cfg = resolve_paths(load_config(args.config, [f"seed={seed}", *args.overrides, *overrides,
+                                                      f"pretrain.checkpoint={args.source}"]))
+        try:
+            reid.train(cfg, out=run_dir, resume="auto", quiet=True)
+        except ReidError as error:
+            sys.exit(f"run {name} (seed {seed}) failed: {type(error).__name__}: {error}")
         final, curve, last_train, precision = final_eval(run_dir)
         rows.append({"name": name, "seed": seed, "overrides": overrides, "seconds": time.time() - start,
                      "mAP": final["mAP"], "R1": final["R1"], "mINP": final["mINP"], "curve": curve,

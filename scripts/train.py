@@ -4,7 +4,9 @@
     torchrun --nproc_per_node=2 scripts/train.py --config configs/market2duke.yaml
 """
 
+import sys
+
 from reid.cli import train_main
 
 if __name__ == "__main__":
-    train_main()
+    sys.exit(train_main())

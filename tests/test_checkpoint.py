@@ -1,35 +1,57 @@
-"""reid/engine/checkpoint.py: atomic writes, safe loading, RNG round trip, architecture mismatch."""
+"""reid/engine/checkpoint.py: atomic writes, safe loading, the RunState schema (and the format before it),
+architecture mismatch."""
 
 from __future__ import annotations
 
 import os
 import pickle
-import random
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from reid.config import load_config
 from reid.engine.checkpoint import (
+    RunState,
     find_resume,
     load_checkpoint,
     load_model_weights,
-    rng_state,
     save_checkpoint,
-    set_rng_state,
     training_state,
 )
 from reid.errors import CheckpointError
 from reid.models import build_model
 
 
-def test_rng_states_round_trip_through_a_checkpoint(tmp_path: Path) -> None:
-    save_checkpoint({"rng": rng_state()}, tmp_path / "c.pt")
-    expected = (random.random(), float(np.random.rand()), float(torch.rand(1)))
-    set_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"])
-    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected
+def test_run_state_round_trips_through_a_checkpoint(tmp_path: Path) -> None:
+    cfg = load_config(None, ["model.arch=resnet18"])
+    model = build_model(arch="resnet18", pretrained="none")
+    state = RunState.capture(cfg, model, None, stage="adapt", epoch=1, round=2, eps=0.5, history=[{"round": 0}],
+                             gds={"mu_pos": torch.tensor(0.3)}, pseudo_labels=torch.tensor([0, -1, 0]),
+                             core=torch.tensor([True, False, True]), pretrain_metrics={"target": {"mAP": 0.1}})
+    save_checkpoint(state.to_dict(), tmp_path / "last.pt")
+    loaded = RunState.from_dict(load_checkpoint(tmp_path / "last.pt"), "last.pt")
+    assert (loaded.stage, loaded.round, loaded.epoch, loaded.eps, loaded.format) == ("adapt", 2, 1, 0.5, 2)
+    assert loaded.history == [{"round": 0}] and loaded.pretrain_metrics == {"target": {"mAP": 0.1}}
+    assert torch.equal(loaded.pseudo_labels, state.pseudo_labels) and torch.equal(loaded.core, state.core)
+    assert loaded.config["model"]["arch"] == "resnet18" and loaded.memory is None and loaded.trainer == {}
+    assert all(torch.equal(loaded.model[k], v) for k, v in model.state_dict().items())
+
+
+def test_the_end_of_stage_1_of_the_format_before_issue_16_reads_as_pretrained() -> None:
+    # format 1 wrote source.pt (and last.pt after stage 1) as stage "adapt", round 0, without the GDS state
+    old_source = {"format": 1, "stage": "adapt", "epoch": 0, "round": 0, "model": {}, "rng": {},
+                  "pretrain_metrics": {"source": {}}}
+    state = RunState.from_dict(old_source)
+    assert (state.stage, state.format, state.pretrain_metrics) == ("pretrained", 1, {"source": {}})
+    old_last = {**old_source, "gds": {}, "eps": 0.5, "history": [], "pseudo_labels": None}  # written in stage 2
+    assert RunState.from_dict(old_last).stage == "adapt"
+
+
+@pytest.mark.parametrize("state", [{"w": torch.ones(2)}, {"stage": "finished", "model": {}}, {"stage": "adapt"}])
+def test_what_is_not_a_training_checkpoint_is_a_one_line_error(state: dict) -> None:
+    with pytest.raises(CheckpointError, match=r"^given.pt: not a training checkpoint \(stage "):
+        RunState.from_dict(state, "given.pt")
 
 
 def test_training_state_restores_weights_exactly(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@
    that DDP without SyncBN cannot remove (see 2.). The step runs in float64 and the comparison is of the first
    step's all-reduced gradients, so it cannot depend on one CPU's float32 kernels (issue 12).
 2. ``@slow``: ``python -m torch.distributed.run --nproc_per_node=2 scripts/train.py`` on tiny synthetic domains,
-   both stages, with the debug hook ``REID_DEBUG_RANK_DIR`` (every rank dumps its pseudo-labels, GDS buffers,
+   both stages, with an observer of the run (tests/rank_dump.py: every rank dumps its pseudo-labels, GDS buffers,
    weights and metrics at the end of each round): the ranks never drift apart, only rank 0 writes, the sharded
    extraction + rank-0 clustering equal one process, the loss curve agrees with a 1-process run of the same
    global batch, and a resumed 2-process run reproduces the uninterrupted one.
@@ -25,7 +25,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
+from rank_dump import RankDump
 from tiny_run import tiny_args as shared_tiny_args
+from tiny_run import tiny_train
 from torch import nn
 from workers import free_port, run_workers
 
@@ -157,8 +159,8 @@ def test_ddp_steps_equal_one_process_steps_on_the_global_batch(tiny_data: Path, 
 
 
 def test_world_size_checks_are_one_line_errors_before_any_work() -> None:
-    from reid.cli import check_world_size
     from reid.config import load_config
+    from reid.engine.inputs import check_world_size
     from reid.errors import ReidError
 
     cfg = load_config(None, ["data.batch_size=64", "data.num_instances=4", "device=cpu"])  # P = 16
@@ -174,19 +176,22 @@ def test_world_size_checks_are_one_line_errors_before_any_work() -> None:
 
 
 # ------------------------------------------------------------------------------- 2. torchrun scripts/train.py
+# The shared tiny run with deterministic augmentation (no flip, pad/crop or erasing), so the 1-process and the
+# 2-process runs see the same pixels in every global batch.
+SAME_PIXELS = ("data.flip_prob=0", "data.pad=0", "data.random_erasing_prob=0")
+
+
 def tiny_args(data: Path, out: Path, *extra: str) -> list[str]:
-    """The shared tiny run with deterministic augmentation (no flip, pad/crop or erasing), so the 1-process and
-    the 2-process runs see the same pixels in every global batch."""
-    return shared_tiny_args(data, out, "data.flip_prob=0", "data.pad=0", "data.random_erasing_prob=0", *extra)
+    return shared_tiny_args(data, out, *SAME_PIXELS, *extra)
 
 
 def torchrun(args: list[str], debug_dir: Path | None = None, timeout: float = 480) -> None:
-    """``python -m torch.distributed.run --nproc_per_node=2 scripts/train.py ARGS`` (gloo: device=cpu)."""
+    """``python -m torch.distributed.run --nproc_per_node=2 scripts/train.py ARGS`` (gloo: device=cpu); with
+    ``debug_dir``, the same command line through tests/rank_dump.py, which adds its observer."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    if debug_dir is not None:
-        env["REID_DEBUG_RANK_DIR"] = str(debug_dir)
+    entry = ["scripts/train.py"] if debug_dir is None else ["tests/rank_dump.py", str(debug_dir)]
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={WORLD_SIZE}",
-               "--master_addr=127.0.0.1", f"--master_port={free_port()}", "scripts/train.py", *args]
+               "--master_addr=127.0.0.1", f"--master_port={free_port()}", *entry, *args]
     # own session: on a timeout the whole group (torchrun and its 2 workers) is killed, nothing left waiting
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, start_new_session=True)
@@ -200,13 +205,8 @@ def torchrun(args: list[str], debug_dir: Path | None = None, timeout: float = 48
         pytest.fail(f"torchrun exited with {process.returncode}:\n{output[-4000:]}")
 
 
-def train_one_process(args: list[str], debug_dir: Path | None = None) -> None:
-    from reid.cli import _train
-
-    with pytest.MonkeyPatch.context() as patch:
-        if debug_dir is not None:
-            patch.setenv("REID_DEBUG_RANK_DIR", str(debug_dir))
-        assert _train(args) == 0
+def train_one_process(data: Path, out: Path, *extra: str, debug_dir: Path | None = None) -> None:
+    tiny_train(data, out, *SAME_PIXELS, *extra, observers=[RankDump(debug_dir)] if debug_dir is not None else [])
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -224,9 +224,9 @@ def runs(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     root = tmp_path_factory.mktemp("ddp-runs")
     paths = {name: root / name for name in ("two", "one_stage1", "one_stage2")}
     torchrun(tiny_args(tiny_data, paths["two"]), debug_dir=paths["two"] / "debug")
-    train_one_process(tiny_args(tiny_data, paths["one_stage1"], "adapt.enabled=false"))
-    train_one_process(tiny_args(tiny_data, paths["one_stage2"],
-                                f"pretrain.checkpoint={paths['two'] / 'checkpoints' / 'source.pt'}"),
+    train_one_process(tiny_data, paths["one_stage1"], "adapt.enabled=false")
+    source = paths["two"] / "checkpoints" / "source.pt"
+    train_one_process(tiny_data, paths["one_stage2"], f"pretrain.checkpoint={source}",
                       debug_dir=paths["one_stage2"] / "debug")
     return paths
 
@@ -269,7 +269,8 @@ def test_only_rank_zero_writes_logs_and_checkpoints(runs: dict[str, Path]) -> No
 
 @pytest.mark.slow
 def test_sharded_extraction_and_rank0_clustering_equal_one_process(runs: dict[str, Path], tmp_path: Path) -> None:
-    from reid.cli import _eval
+    import reid
+    from reid.config import load_config, resolve_paths
 
     # same source model, same target images: the features gathered from 2 shards cluster exactly like one process
     two_round0 = rank_dump(runs["two"] / "debug", 0, 0)["pseudo_labels"]
@@ -281,8 +282,8 @@ def test_sharded_extraction_and_rank0_clustering_equal_one_process(runs: dict[st
     assert (direct["stage"], direct["split"], last["stage"]) == ("pretrain", "target_test", "adapt")
     for name, row in (("source.pt", direct), ("final.pt", last)):
         out = tmp_path / name
-        assert _eval(["--config", str(runs["two"] / "config.yaml"), "--out", str(out),
-                      "--checkpoint", str(runs["two"] / "checkpoints" / name)]) == 0
+        reid.evaluate(resolve_paths(load_config(runs["two"] / "config.yaml")),
+                      str(runs["two"] / "checkpoints" / name), out=out)
         metrics = json.loads((out / "metrics.json").read_text())
         for key in ("mAP", "mINP", "R1", "R5", "R10"):
             assert metrics[key] == pytest.approx(row[key], abs=1e-6), (name, key)

@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reid.cli import _run_cli, _train, drop_unreadable_images, load_domain
+import reid
+from reid.cli import train_main
 from reid.cluster import cluster_separation
 from reid.config import config_from_dict, load_config, resolve_paths
 from reid.data.folder import build_folder_dataset, camera_keys
+from reid.engine.inputs import drop_unreadable_images, load_domain
 from reid.engine.logging import RunLogger
 from reid.engine.monitor import log_clustering
 from reid.errors import ConfigError, DatasetError
@@ -194,7 +196,7 @@ def test_train_command_reports_a_bad_folder_in_one_line_with_exit_2(tmp_path: Pa
     for item in ("data.source=market-format", f"data.source_root={source}", "data.target=folder",
                  f"data.target_root={target}", "data.camera_rule=regex", r"data.camera_regex=_c(\d)", "device=cpu"):
         argv += ["--set", item]
-    assert _run_cli(_train, argv) == 2
+    assert train_main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(r"DatasetError: data.camera_regex '_c(\d)' does not match the file name ")
     assert err.endswith("b_x.jpg (1 of 2 files do not): expected it to match every file name")
@@ -333,12 +335,11 @@ def camera_folder(cuhk03: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return root
 
 
-def _folder_args(cuhk03: Path, root: Path, out: Path, *extra: str) -> list[str]:
-    args = ["--config", str(REPO / "configs" / "demo.yaml"), "--out", str(out), "--quiet"]
-    for item in (*TINY, f"data.source_root={cuhk03 / 'cuhk03-pair1'}", f"data.target_root={root}",
-                 "data.camera_rule=folder", *extra):
-        args += ["--set", item]
-    return args
+def _train_on_folder(cuhk03: Path, root: Path, out: Path, *extra: str) -> None:
+    cfg = resolve_paths(load_config(REPO / "configs" / "demo.yaml", [
+        *TINY, f"data.source_root={cuhk03 / 'cuhk03-pair1'}", f"data.target_root={root}", "data.camera_rule=folder",
+        *extra]))
+    reid.train(cfg, out=out, quiet=True)
 
 
 def _rows(out: Path) -> list[dict]:
@@ -351,7 +352,7 @@ def test_adapting_to_an_unlabelled_camera_folder_logs_label_free_signals_and_no_
     assert 90 <= len(names) <= 100 and len({n.split("/")[0] for n in names}) >= 3
     assert all(re.fullmatch(r"c\d+/\d{4}\.jpg", n) for n in names)
     out = tmp_path / "run"
-    assert _train(_folder_args(cuhk03, camera_folder, out)) == 0
+    _train_on_folder(cuhk03, camera_folder, out)
     printed = capsys.readouterr().out
     assert printed.count("direct-transfer evaluation skipped") == 1
     assert printed.count("stage 2: no target test split") == 1
@@ -395,7 +396,7 @@ def test_a_camera_folder_with_a_labelled_test_split_is_evaluated_as_before(
             if path.name.split("_")[0] in pids:
                 (test_root / split / path.name).symlink_to(path)
     out = tmp_path / "run"
-    assert _train(_folder_args(cuhk03, camera_folder, out, f"data.target_test_root={test_root}")) == 0
+    _train_on_folder(cuhk03, camera_folder, out, f"data.target_test_root={test_root}")
     rows = _rows(out)
     assert [(r["stage"], r["split"]) for r in rows if r["kind"] == "eval"] == [("pretrain", "target_test"),
                                                                                 ("adapt", "target_test")]

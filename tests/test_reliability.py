@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_run import tiny_args
+from tiny_run import tiny_args, tiny_train
 
-from reid.cli import _eval, _run_cli, _train
+from reid.cli import eval_main, train_main
 from reid.config import load_config
 from reid.data.datasets import build_dataset
 from reid.data.loaders import build_train_loader, set_train_epoch
@@ -63,9 +63,9 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def run_failing(capsys: pytest.CaptureFixture, argv: list[str], main=_train) -> str:
+def run_failing(capsys: pytest.CaptureFixture, argv: list[str], main=train_main) -> str:
     """Run a command that must fail as a user error: exit status 2 and exactly one ``XError: ...`` line."""
-    assert _run_cli(main, argv) == 2
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err, err
     lines = [line for line in err.splitlines() if re.match(r"^\w+Error: ", line)]
@@ -128,16 +128,16 @@ if point == "step":
 
     register_optimizer_step_pre_hook(before_step)
 elif point == "cluster":
-    import reid.engine.adapt as adapt
+    import reid.engine.pseudo_label as pseudo_label
 
-    clustering = adapt.generate_pseudo_labels
+    clustering = pseudo_label.generate_pseudo_labels
 
     def generate_pseudo_labels(*args, **kwargs):
         if due():
             die("while clustering")
         return clustering(*args, **kwargs)
 
-    adapt.generate_pseudo_labels = generate_pseudo_labels
+    pseudo_label.generate_pseudo_labels = generate_pseudo_labels
 elif point == "save":
     import torch
 
@@ -208,7 +208,7 @@ def test_sigkill_anywhere_then_resume_auto_reproduces_the_uninterrupted_run_exac
     # (kill point, where last.pt must then stand: (stage, round, epoch))
     chain = [
         ("step:5", ("pretrain", 0, 1)),   # stage 1, epoch 2 of 2, before its 2nd of 3 steps
-        ("cluster:1", ("adapt", 0, 0)),   # (resumed in stage 1) stage 2 round 0, clustering
+        ("cluster:1", ("pretrained", 0, 0)),  # (resumed in stage 1) stage 2 round 0, clustering: source.pt
         ("save:2", ("adapt", 0, 1)),      # round 0: writing last.pt after epoch 2; last.pt of epoch 1 survives
         ("step:4", ("adapt", 1, 0)),      # (resumed mid-round, saved pseudo-labels) round 1 epoch 1, 2nd step
     ]
@@ -282,8 +282,12 @@ def market_copy(tiny_data: Path, tmp_path: Path, images_per_train_id: int = 6) -
     return root
 
 
+def market_overrides(source_root: Path, *extra: str) -> list[str]:
+    return ["data.source=market-format", f"data.source_root={source_root}", *extra]
+
+
 def market_args(tiny_data: Path, out: Path, source_root: Path, *extra: str) -> list[str]:
-    return tiny_args(tiny_data, out, "data.source=market-format", f"data.source_root={source_root}", *extra)
+    return tiny_args(tiny_data, out, *market_overrides(source_root, *extra))
 
 
 @pytest.mark.parametrize("case, message", [
@@ -344,9 +348,8 @@ def test_on_bad_image_skip_drops_unreadable_train_images_with_a_warning(
         damage(path, how)  # the first identity loses all its images: train pids are relabelled 0..10
     damage(sorted((target / "bounding_box_train").glob("*.jpg"))[3], "truncated")
     out = tmp_path / "run"
-    argv = market_args(tiny_data, out, source, f"data.target_root={target}", "data.on_bad_image=skip",
-                       "pretrain.iters_per_epoch=0", *SHORT[3:])
-    assert _run_cli(_train, argv) == 0
+    tiny_train(tiny_data, out, *market_overrides(source, f"data.target_root={target}", "data.on_bad_image=skip",
+                                                 "pretrain.iters_per_epoch=0", *SHORT[3:]))
     printed = capsys.readouterr().out
     assert re.search(r"warning: source train: skipped 4 unreadable image\(s\)", printed), printed
     assert re.search(r"warning: target train: skipped 1 unreadable image\(s\)", printed), printed
@@ -406,15 +409,14 @@ def test_output_folder_under_a_file_is_a_one_line_error(tiny_data: Path, tmp_pat
                                 "--set", f"data.target_root={tiny_data}/synth-b", "--set", "model.arch=resnet18",
                                 "--set", "model.pretrained=none", "--set", "device=cpu",
                                 "--set", "data.synthetic_train_ids=12", "--set", "data.synthetic_test_ids=6",
-                                "--set", "data.synthetic_images_per_id=6"], main=_eval)
+                                "--set", "data.synthetic_images_per_id=6"], main=eval_main)
     assert line.startswith(f"ReidError: output folder {blocker / 'eval'} is not writable"), line
 
 
 def test_clustering_into_only_outliers_skips_every_round_and_finishes(
         tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "run"
-    assert _run_cli(_train, tiny_args(tiny_data, out, "cluster.eps=0.001", "cluster.min_samples=80",
-                                            "pretrain.epochs=0")) == 0
+    tiny_train(tiny_data, out, "cluster.eps=0.001", "cluster.min_samples=80", "pretrain.epochs=0")
     printed = capsys.readouterr().out
     assert printed.count("training skipped this round. If this persists, raise cluster.eps") == 2, printed
     skipped = [row for row in read_jsonl(out / "metrics.jsonl") if row["kind"] == "round_skipped"]
@@ -427,7 +429,7 @@ def test_a_diverging_learning_rate_stops_with_the_last_good_checkpoint_intact(
         tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "run"
     small = ["data.batch_size=8", *SHORT]  # P = 2 identities per batch: clustering after one epoch suffices
-    assert _run_cli(_train, tiny_args(tiny_data, out, *small)) == 0  # round 0 done; last.pt holds its state
+    tiny_train(tiny_data, out, *small)  # round 0 done; last.pt holds its state
     capsys.readouterr()
     last = out / "checkpoints" / "last.pt"
     before = last.read_bytes()
@@ -439,7 +441,7 @@ def test_a_diverging_learning_rate_stops_with_the_last_good_checkpoint_intact(
     state = load_checkpoint(last)
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
     # the advice works: a sane learning rate and --resume auto finish the run
-    assert _run_cli(_train, tiny_args(tiny_data, out, *small, "adapt.rounds=2") + ["--resume", "auto"]) == 0
+    tiny_train(tiny_data, out, *small, "adapt.rounds=2", resume="auto")
     assert load_checkpoint(out / "checkpoints" / "final.pt")["round"] == 2
 
     fresh = tmp_path / "fresh"
@@ -475,7 +477,7 @@ def test_same_seed_same_bits_other_seed_other_weights(tiny_data: Path, tmp_path:
     runs = {}
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
         runs[name] = tmp_path / name
-        assert _run_cli(_train, tiny_args(tiny_data, runs[name], *SHORT, f"seed={seed}")) == 0
+        tiny_train(tiny_data, runs[name], *SHORT, f"seed={seed}")
     finals = {name: load_checkpoint(path / "checkpoints" / "final.pt")["model"] for name, path in runs.items()}
     for key, value in finals["a"].items():
         assert torch.equal(finals["b"][key], value), key
@@ -502,7 +504,7 @@ UNSAFE = {
 
 
 def test_package_source_has_no_code_executing_calls() -> None:
-    files = sorted((REPO / "reid").rglob("*.py")) + sorted((REPO / "scripts").rglob("*.py"))
+    files = [path for folder in ("reid", "scripts", "benchmarks") for path in sorted((REPO / folder).rglob("*.py"))]
     assert len(files) > 20
     found = []
     for path in files:
@@ -564,7 +566,7 @@ def test_a_text_file_given_as_checkpoint_is_not_a_checkpoint(tiny_data: Path, tm
                  "device=cpu", "data.synthetic_train_ids=12", "data.synthetic_test_ids=6",
                  "data.synthetic_images_per_id=6"):
         argv += ["--set", item]
-    line = run_failing(capsys, argv, main=_eval)
+    line = run_failing(capsys, argv, main=eval_main)
     assert line == "CheckpointError: notes.txt: not a checkpoint (not a torch file: text starting 'Training notes')"
 
 

@@ -23,7 +23,7 @@ import yaml
 from PIL import Image
 from tiny_run import TINY_OVERRIDES
 
-from reid.cli import _eval
+from reid.cli import eval_main
 from reid.config import Config, config_to_dict
 from reid.evaluation import evaluate_rank
 from reid.evaluation.plots import (
@@ -216,7 +216,7 @@ def test_eval_script_writes_a_report_with_its_metrics_and_config(tmp_path: Path,
                 *sum([["--set", item] for item in overrides], [])]
 
     out = tmp_path / "eval"
-    assert _eval(eval_args(out)) == 0
+    assert eval_main(eval_args(out)) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith(
         f"wrote {out}/metrics.json, cmc.png, distances.png, ranked_lists.png, report.html (")
     metrics = json.loads((out / "metrics.json").read_text())
@@ -233,7 +233,7 @@ def test_eval_script_writes_a_report_with_its_metrics_and_config(tmp_path: Path,
 
     monkeypatch.setattr("reid.evaluation.plots.plot_ranked_lists", no_true_match)
     out = tmp_path / "no-ranked-lists"
-    assert _eval(eval_args(out)) == 0  # the metrics are good: a figure that cannot be drawn is no failure
+    assert eval_main(eval_args(out)) == 0  # the metrics are good: a figure that cannot be drawn is no failure
     printed = capsys.readouterr()
     assert printed.out.strip().splitlines()[-1].startswith(
         f"wrote {out}/metrics.json, cmc.png, distances.png, report.html (")

@@ -1,4 +1,5 @@
-"""End to end: scripts/train.py on tiny synthetic domains (both stages), its outputs, exact resume, eval script."""
+"""End to end: ``reid.train`` on tiny synthetic domains (both stages), its outputs, exact resume (also from a
+checkpoint of the format before issue #16), ``reid.evaluate`` and the eval script."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_run import tiny_args
+from tiny_run import tiny_train
 
-from reid.cli import _eval, _train
-from reid.engine.checkpoint import load_checkpoint
+import reid
+from reid.cli import eval_main
+from reid.config import load_config, resolve_paths
+from reid.engine.checkpoint import load_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,7 +31,7 @@ def read_jsonl(path: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def full_run(tiny_domains: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("run-full")
-    assert _train(tiny_args(tiny_domains, out)) == 0
+    tiny_train(tiny_domains, out)
     return out
 
 
@@ -58,6 +61,10 @@ def test_both_stages_write_config_metrics_checkpoints_and_events(full_run: Path)
     assert bool(final["gds"]["initialized"].all())
     summary = json.loads((full_run / "summary.json").read_text())
     assert summary["adapt"]["mAP"] == pytest.approx(evals[-1]["mAP"])
+    source = load_checkpoint(full_run / "checkpoints" / "source.pt")
+    assert (source["stage"], source["epoch"], source["format"]) == ("pretrained", 0, 2)  # the end of stage 1
+    for state in (source, final):  # stage 2 carries the stage-1 metrics on: a resumed run's summary is complete
+        assert state["pretrain_metrics"]["target"]["mAP"] == summary["pretrain"]["target"]["mAP"]
 
 
 def test_tensorboard_event_file_holds_scalars_and_distance_histograms(full_run: Path) -> None:
@@ -82,8 +89,8 @@ def test_tensorboard_event_file_holds_scalars_and_distance_histograms(full_run: 
 def test_resume_after_stopping_between_rounds_reproduces_the_uninterrupted_run(
         tiny_domains: Path, full_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    assert _train(tiny_args(tiny_domains, out, "adapt.rounds=1")) == 0  # stops after round 0
-    assert _train(tiny_args(tiny_domains, out) + ["--resume", "auto"]) == 0
+    tiny_train(tiny_domains, out, "adapt.rounds=1")  # stops after round 0
+    tiny_train(tiny_domains, out, resume="auto")
     expected = load_checkpoint(full_run / "checkpoints" / "final.pt")
     resumed = load_checkpoint(out / "checkpoints" / "final.pt")
     for key, value in expected["model"].items():
@@ -91,6 +98,34 @@ def test_resume_after_stopping_between_rounds_reproduces_the_uninterrupted_run(
     for key, value in expected["gds"].items():
         assert torch.equal(resumed["gds"][key], value), key
     assert resumed["history"][-1]["mAP"] == expected["history"][-1]["mAP"]
+
+
+def test_a_run_folder_written_before_issue_16_still_resumes_exactly(tiny_domains: Path, full_run: Path,
+                                                                  tmp_path: Path) -> None:
+    """Format 1: source.pt (and last.pt after stage 1) said stage "adapt", round 0, without GDS state, and the
+    stage-2 checkpoints did not carry the stage-1 metrics (source.pt next to them did)."""
+    expected_summary = json.loads((full_run / "summary.json").read_text())
+    stage1_end = load_checkpoint(full_run / "checkpoints" / "source.pt")
+    legacy = {key: stage1_end[key] for key in ("model", "arch", "trainer", "epoch", "round", "config",
+                                               "pretrain_metrics")}
+    legacy.update(format=1, stage="adapt", rng={"torch": torch.get_rng_state()})
+    out = tmp_path / "run"
+    save_checkpoint(legacy, out / "checkpoints" / "source.pt")
+    save_checkpoint(legacy, out / "checkpoints" / "last.pt")
+    tiny_train(tiny_domains, out, resume="auto")
+    expected = load_checkpoint(full_run / "checkpoints" / "final.pt")
+    resumed = load_checkpoint(out / "checkpoints" / "final.pt")
+    for key, value in expected["model"].items():
+        assert torch.equal(resumed["model"][key], value), key
+    for key, value in expected["gds"].items():
+        assert torch.equal(resumed["gds"][key], value), key
+    assert resumed["history"] == expected["history"]
+    assert json.loads((out / "summary.json").read_text()) == expected_summary
+    # a format-1 stage-2 checkpoint: the stage-1 metrics come from the source.pt next to it
+    done = {key: value for key, value in resumed.items() if key != "pretrain_metrics"}
+    save_checkpoint({**done, "format": 1}, out / "checkpoints" / "last.pt")
+    summary = tiny_train(tiny_domains, out, resume="auto")  # adapt.rounds already done: nothing left to train
+    assert summary["pretrain"] == expected_summary["pretrain"]
 
 
 def test_gds_feature_routes_gds_to_the_bnneck_output_while_the_triplet_stays(tiny_domains: Path, full_run: Path,
@@ -102,8 +137,7 @@ def test_gds_feature_routes_gds_to_the_bnneck_output_while_the_triplet_stays(tin
     first_epoch = {}
     for feature in ("before", "after"):
         out = tmp_path / feature
-        assert _train(tiny_args(tiny_domains, out, f"gds.feature={feature}", "adapt.rounds=1",
-                                f"pretrain.checkpoint={source}")) == 0
+        tiny_train(tiny_domains, out, f"gds.feature={feature}", "adapt.rounds=1", f"pretrain.checkpoint={source}")
         first_epoch[feature] = next(r for r in read_jsonl(out / "metrics.jsonl") if r["kind"] == "adapt_epoch")
     before, after = first_epoch["before"]["gds_batch_mu_neg"], first_epoch["after"]["gds_batch_mu_neg"]
     assert before < 1.2 and abs(after - 2 ** 0.5) < 0.15, (before, after)
@@ -115,8 +149,8 @@ def test_eval_script_writes_metrics_and_three_plots(tiny_domains: Path, full_run
                                                     capsys: pytest.CaptureFixture) -> None:
     config = full_run / "config.yaml"  # the resolved config of the run
     out = tmp_path / "eval"
-    assert _eval(["--config", str(config), "--checkpoint", str(full_run / "checkpoints" / "final.pt"),
-                  "--out", str(out)]) == 0
+    assert eval_main(["--config", str(config), "--checkpoint", str(full_run / "checkpoints" / "final.pt"),
+                      "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "R1" in printed and "mAP" in printed
     metrics = json.loads((out / "metrics.json").read_text())
@@ -126,19 +160,22 @@ def test_eval_script_writes_metrics_and_three_plots(tiny_domains: Path, full_run
         assert (out / name).stat().st_size > 1000, name
 
 
-def test_eval_script_on_an_untrained_backbone_and_a_source_checkpoint(full_run: Path, tmp_path: Path) -> None:
-    config = full_run / "config.yaml"
-    assert _eval(["--config", str(config), "--out", str(tmp_path / "untrained")]) == 0
-    assert _eval(["--config", str(config), "--checkpoint", str(full_run / "checkpoints" / "source.pt"),
-                  "--out", str(tmp_path / "source")]) == 0  # has a classifier head: ignored
+def test_evaluate_an_untrained_backbone_and_a_source_checkpoint(full_run: Path, tmp_path: Path) -> None:
+    cfg = resolve_paths(load_config(full_run / "config.yaml"))
+    untrained = reid.evaluate(cfg, out=tmp_path / "untrained")
+    assert untrained.info["checkpoint"] == "untrained (none)" and untrained.out == tmp_path / "untrained"
+    source = str(full_run / "checkpoints" / "source.pt")
+    report = reid.evaluate(cfg, source, out=tmp_path / "source")  # has a classifier head: ignored
+    assert report.written == ["metrics.json", "cmc.png", "distances.png", "ranked_lists.png", "report.html"]
     direct = json.loads((tmp_path / "source" / "metrics.json").read_text())
+    assert direct == json.loads(json.dumps(report.info)) and report.metrics["mAP"] == direct["mAP"]
     rows = read_jsonl(full_run / "metrics.jsonl")
     target_direct = next(r for r in rows if r["kind"] == "eval" and r["split"] == "target_test")
     assert direct["mAP"] == pytest.approx(target_direct["mAP"], abs=1e-9)
     assert np.isfinite(json.loads((tmp_path / "untrained" / "metrics.json").read_text())["mAP"])
 
 
-def test_eval_script_on_real_mini_market_images(mini_market: Path, tmp_path: Path) -> None:
+def test_evaluate_on_real_mini_market_images(mini_market: Path, tmp_path: Path) -> None:
     """An untrained tiny ResNet-18 on the 96 real Market-1501 images: the files are written and the metrics
     equal evaluate_rank on features extracted independently."""
     from reid.data.datasets import build_dataset
@@ -150,9 +187,8 @@ def test_eval_script_on_real_mini_market_images(mini_market: Path, tmp_path: Pat
     out = tmp_path / "eval"
     overrides = ["model.arch=resnet18", "model.pretrained=none", "data.height=64", "data.width=32",
                  "data.workers=0", "device=cpu", "seed=3"]
-    argv = ["--config", str(REPO / "configs" / "demo.yaml"), "--dataset", "market-format", "--root",
-            str(mini_market), "--out", str(out)] + sum([["--set", o] for o in overrides], [])
-    assert _eval(argv) == 0
+    cfg = resolve_paths(load_config(REPO / "configs" / "demo.yaml", overrides))
+    reid.evaluate(cfg, dataset="market-format", root=str(mini_market), out=out)
     metrics = json.loads((out / "metrics.json").read_text())
     for name in ("cmc.png", "distances.png", "ranked_lists.png"):
         assert (out / name).stat().st_size > 1000, name
@@ -181,8 +217,8 @@ def test_eval_script_camera_norm_row_on_real_mini_market_images(mini_market: Pat
                  "data.workers=0", "device=cpu", "seed=3"]
     argv = ["--config", str(REPO / "configs" / "demo.yaml"), "--dataset", "market-format", "--root",
             str(mini_market)] + sum([["--set", o] for o in overrides], [])
-    assert _eval(argv + ["--out", str(tmp_path / "plain")]) == 0
-    assert _eval(argv + ["--out", str(tmp_path / "camera"), "--set", "eval.camera_norm=center"]) == 0
+    assert eval_main(argv + ["--out", str(tmp_path / "plain")]) == 0
+    assert eval_main(argv + ["--out", str(tmp_path / "camera"), "--set", "eval.camera_norm=center"]) == 0
     assert "+ camera center (transductive)" in capsys.readouterr().out
     plain = json.loads((tmp_path / "plain" / "metrics.json").read_text())
     camera = json.loads((tmp_path / "camera" / "metrics.json").read_text())
@@ -213,7 +249,7 @@ def test_camera_aware_recipe_logs_cross_camera_diagnostics_and_camera_rows(tiny_
                                                                             tmp_path: Path) -> None:
     source = f"pretrain.checkpoint={full_run / 'checkpoints' / 'source.pt'}"
     camera_bn = ("cluster.camera_bn=true", "adapt.camera_bn=true", "eval.camera_bn=true")
-    assert _train(tiny_args(tiny_domains, tmp_path, source, *CAMERA_RECIPE, *camera_bn, "adapt.memory_camera=true")) == 0
+    tiny_train(tiny_domains, tmp_path, source, *CAMERA_RECIPE, *camera_bn, "adapt.memory_camera=true")
     rows = read_jsonl(tmp_path / "metrics.jsonl")
     clusters = [r for r in rows if r["kind"] == "cluster"]
     assert len(clusters) == 2
@@ -246,8 +282,8 @@ def test_camera_aware_switches_fall_back_with_one_line_on_a_single_camera_target
             shutil.copy(path, target / split / f"{path.name.split('_')[0]}_{camera}s1_{index:06d}_01.jpg")
     source = f"pretrain.checkpoint={full_run / 'checkpoints' / 'source.pt'}"
     out = tmp_path / "run"
-    assert _train(tiny_args(tiny_domains, out, source, f"data.target_root={target}", "data.target=market-format",
-                            *CAMERA_RECIPE, "adapt.memory_camera=true")) == 0
+    tiny_train(tiny_domains, out, source, f"data.target_root={target}", "data.target=market-format",
+               *CAMERA_RECIPE, "adapt.memory_camera=true")
     printed = capsys.readouterr().out
     assert printed.count("1 camera in the target train split: camera-aware clustering, sampling, BN and memory "
                          "fall back to their plain forms") == 1
@@ -262,8 +298,8 @@ def test_gds_start_round_skips_gds_h_in_warm_up_rounds_and_overlap_mining_runs(t
     # gds.start_round=1: round 0 trains on the triplet alone (GDS-H not called: no gds_* terms, loss = triplet);
     # round 1 adds GDS-H, here with gds.mining=overlap (its hard-pair counts are logged)
     source = f"pretrain.checkpoint={full_run / 'checkpoints' / 'source.pt'}"
-    assert _train(tiny_args(tiny_domains, tmp_path, source, "gds.start_round=1", "gds.mining=overlap",
-                            "adapt.epochs_per_round=1", "adapt.eval_every=2")) == 0
+    tiny_train(tiny_domains, tmp_path, source, "gds.start_round=1", "gds.mining=overlap",
+               "adapt.epochs_per_round=1", "adapt.eval_every=2")
     epochs = [r for r in read_jsonl(tmp_path / "metrics.jsonl") if r["kind"] == "adapt_epoch"]
     assert [r["round"] for r in epochs] == [0, 1]
     for record in epochs[:1]:
@@ -282,9 +318,9 @@ def test_gds_core_pairs_and_gradient_fraction_weight_rule(tiny_domains: Path, fu
     at every step, hence in the epoch mean); the fixed rule logs weight = gds.weight and a positive fraction."""
     source = f"pretrain.checkpoint={full_run / 'checkpoints' / 'source.pt'}"
     fixed, ruled = tmp_path / "fixed", tmp_path / "ruled"
-    assert _train(tiny_args(tiny_domains, fixed, source, "adapt.rounds=1", "gds.weight=0.5")) == 0
-    assert _train(tiny_args(tiny_domains, ruled, source, "adapt.rounds=1", "gds.pairs=core",
-                            "gds.weight_rule=fraction", "gds.grad_fraction=0.25")) == 0
+    tiny_train(tiny_domains, fixed, source, "adapt.rounds=1", "gds.weight=0.5")
+    tiny_train(tiny_domains, ruled, source, "adapt.rounds=1", "gds.pairs=core", "gds.weight_rule=fraction",
+               "gds.grad_fraction=0.25")
     plain = [r for r in read_jsonl(fixed / "metrics.jsonl") if r["kind"] == "adapt_epoch"]
     core = [r for r in read_jsonl(ruled / "metrics.jsonl") if r["kind"] == "adapt_epoch"]
     assert plain and core

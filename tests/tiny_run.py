@@ -1,8 +1,9 @@
 """The tiny two-stage training run the end-to-end, reliability and distributed tests share.
 
 32x16 images, 12 synthetic identities per domain, a few iterations per stage, no loader workers, CPU: a full run
-takes a few seconds. ``tiny_args(data, out, "key=value", ...)`` returns ``scripts/train.py`` arguments; extra
-overrides come last and win.
+takes a few seconds. ``tiny_args(data, out, "key=value", ...)`` returns ``scripts/train.py`` arguments (for tests
+of the command line itself), ``tiny_config(data, "key=value", ...)`` the same run's config and ``tiny_train(data,
+out, "key=value", ...)`` trains it in this process through ``reid.train``; extra overrides come last and win.
 """
 
 from __future__ import annotations
@@ -22,9 +23,27 @@ TINY_OVERRIDES = [
 ]
 
 
+def tiny_overrides(data: Path, *extra: str) -> list[str]:
+    return [f"data.source_root={data}/synth-a", f"data.target_root={data}/synth-b", *TINY_OVERRIDES, *extra]
+
+
+def tiny_config(data: Path, *extra: str):
+    """The tiny run's resolved config (``configs/demo.yaml`` + the tiny overrides + ``extra``)."""
+    from reid.config import load_config, resolve_paths
+
+    return resolve_paths(load_config(REPO / "configs" / "demo.yaml", tiny_overrides(data, *extra)))
+
+
+def tiny_train(data: Path, out: Path, *extra: str, resume: str = "", observers=()) -> dict:
+    """Train the tiny run into ``out`` with ``reid.train`` (no progress bars); returns its summary."""
+    import reid
+
+    return reid.train(tiny_config(data, *extra), out=out, resume=resume, quiet=True, observers=observers)
+
+
 def tiny_args(data: Path, out: Path, *extra: str) -> list[str]:
     """Arguments of a tiny run on synthetic domains generated under ``data``, writing to ``out``."""
-    overrides = [f"data.source_root={data}/synth-a", f"data.target_root={data}/synth-b", *TINY_OVERRIDES, *extra]
+    overrides = tiny_overrides(data, *extra)
     args = ["--config", str(REPO / "configs" / "demo.yaml"), "--out", str(out), "--quiet"]
     for item in overrides:
         args += ["--set", item]

@@ -1,23 +1,21 @@
-"""One checkpoint format for both stages: saved atomically, loaded without executing code.
+"""One checkpoint format for both stages: :class:`RunState`, saved atomically, loaded without executing code.
 
 A checkpoint is a dict of tensors / numbers / strings / lists (everything ``torch.load(weights_only=True)``
-accepts): ``model``, ``optimizer``, ``scheduler``, ``scaler``, ``gds`` (GDS buffers), ``stage`` ("pretrain" |
-"adapt" | "done"), ``epoch`` (epochs completed in the current stage or round), ``round``, ``step``, ``rng``,
-``config``, ``pseudo_labels`` (adapt), ``eps`` (adapt), ``history`` (metrics so far), ``arch``.
-Run folders keep ``checkpoints/last.pt`` (written after every epoch), ``source.pt`` (end of stage 1) and
-``final.pt`` (last round of stage 2, not the best on the test set).
+accepts); :meth:`RunState.to_dict` / :meth:`RunState.from_dict` are its schema. Run folders keep
+``checkpoints/last.pt`` (written after every epoch), ``source.pt`` (end of stage 1) and ``final.pt`` (last round of
+stage 2, not the best on the test set).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import random
 import tempfile
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-import numpy as np
 import torch
 
 from reid.errors import CheckpointError
@@ -156,28 +154,6 @@ def load_model_weights(model: torch.nn.Module, state: dict[str, Any], source: st
                               f"checkpoint arch {state.get('arch', 'unknown')!r}")
 
 
-def rng_state() -> dict[str, Any]:
-    """Python, numpy and torch RNG states as checkpoint-safe values."""
-    np_state = np.random.get_state()
-    return {
-        "python": list(random.getstate()[1]) + [random.getstate()[2] or 0],
-        "python_version": random.getstate()[0],
-        "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
-        "numpy_pos": int(np_state[2]),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    python = state["python"]
-    random.setstate((state["python_version"], tuple(int(v) for v in python[:-1]), None))
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def find_resume(run_dir: str | os.PathLike, resume: str) -> Path | None:
     """``resume="auto"``: ``<run_dir>/checkpoints/last.pt`` if present (None otherwise); else the given path."""
     if not resume:
@@ -190,21 +166,93 @@ def find_resume(run_dir: str | os.PathLike, resume: str) -> Path | None:
     return Path(resume)
 
 
+
+# Where a run stands, in order. Each checkpoint names the point it was written at.
+STAGES = ("pretrain", "pretrained", "adapt", "done")
+FORMAT = 2  # 1: before issue #16 (source.pt said stage "adapt"; no stage-1 metrics in stage-2 checkpoints)
+
+
+@dataclass
+class RunState:
+    """What a checkpoint holds: everything needed to continue a run exactly, in one format for both stages.
+
+    Attributes:
+        stage: ``"pretrain"`` stage 1 in progress, ``epoch`` epochs done (``last.pt``); ``"pretrained"`` stage 1
+            finished (``source.pt``, and ``last.pt`` until stage 2 writes); ``"adapt"`` stage 2 in progress:
+            ``round`` rounds done, then ``epoch`` epochs of the next (``last.pt``); ``"done"`` stage 2 finished
+            (``final.pt``; a resumed run with more ``adapt.rounds`` continues from it).
+        model: the model's state dict (``module.`` prefixes removed); ``arch`` its ``model.arch``.
+        trainer: :meth:`Trainer.state_dict` (optimizer, scheduler, AMP scaler, step) of the stage that wrote it.
+        config: the resolved config of the run, as a dict.
+        pretrain_metrics: the stage-1 evaluations ({"source": ..., "target": ...}); None when stage 1 did not run
+            in this run folder (``pretrain.checkpoint``, ``pretrain.enabled: false``).
+        gds: GDS-H buffers (stage 2). eps: the DBSCAN radius in use (the auto rule fixes it after round 0).
+        history: target-test metrics per evaluated round. memory: the cluster memory's export, or None.
+        pseudo_labels, core: (N,) int64 labels and bool DBSCAN core points of the target-train images, only in
+            mid-round states (``epoch > 0``): a resume continues the round on the same labels.
+
+    Example::
+
+        state = RunState.from_dict(load_checkpoint("outputs/demo/checkpoints/last.pt"), source="last.pt")
+        state.stage, state.round, state.epoch      # ('adapt', 2, 1)
+    """
+
+    stage: str
+    model: dict[str, torch.Tensor]
+    arch: str = "unknown"
+    config: dict[str, Any] = field(default_factory=dict)
+    trainer: dict[str, Any] = field(default_factory=dict)
+    epoch: int = 0
+    round: int = 0
+    pretrain_metrics: dict[str, Any] | None = None
+    gds: dict[str, torch.Tensor] | None = None
+    eps: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    memory: Any = None
+    pseudo_labels: torch.Tensor | None = None
+    core: torch.Tensor | None = None
+    format: int = FORMAT
+
+    @classmethod
+    def capture(cls, cfg: Any, model: torch.nn.Module, trainer: Any | None, *, stage: str, **fields: Any) -> RunState:
+        """The state of a run now: ``model`` (DDP-wrapped or not), ``trainer`` (None: no optimizer state), the
+        config ``cfg`` and the stage's own ``fields`` (``epoch=``, ``round=``, ``gds=``, ...)."""
+        from reid.config import config_to_dict  # local: config imports nothing from the engine
+
+        if stage not in STAGES:
+            raise ValueError(f"stage {stage!r}: expected one of {STAGES}")
+        model = getattr(model, "module", model)
+        return cls(stage=stage, model=model.state_dict(), arch=cfg.model.arch, config=config_to_dict(cfg),
+                   trainer=trainer.state_dict() if trainer is not None else {}, **fields)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The checkpoint dict (shallow: the tensors are shared, not copied)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any], source: str = "checkpoint") -> RunState:
+        """Read a checkpoint dict, also one written before this format (``format`` 1). Unknown keys are ignored.
+
+        Raises CheckpointError when it is not a training checkpoint (e.g. a bare state dict has no ``stage``).
+        """
+        stage = state.get("stage")
+        if stage not in STAGES or not isinstance(state.get("model"), dict):
+            raise CheckpointError(f"{source}: not a training checkpoint (stage {stage!r}, expected one of "
+                                  f"{', '.join(STAGES)}, and a model state dict)")
+        if stage == "adapt" and "gds" not in state:  # format 1 wrote the end of stage 1 as "adapt", round 0
+            stage = "pretrained"
+        names = {f.name for f in dataclasses.fields(cls)} - {"stage", "format"}
+        return cls(stage=stage, format=int(state.get("format", 1)),
+                   **{name: value for name, value in state.items() if name in names})
+
+
+class SaveFn(Protocol):
+    """How a stage hands its state to the run: ``save(state, "last.pt")`` writes ``checkpoints/last.pt`` (rank 0)."""
+
+    def __call__(self, state: RunState, *names: str) -> None: ...
+
+
 def training_state(cfg: Any, model: torch.nn.Module, trainer: Any | None, *, stage: str, epoch: int = 0,
                    round: int = 0, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything needed to continue a run: weights, optimizer/scheduler/scaler, counters, RNG, config."""
-    from reid.config import config_to_dict  # local: config imports nothing from the engine
-
-    model = getattr(model, "module", model)
-    return {
-        "format": 1,
-        "model": model.state_dict(),
-        "arch": cfg.model.arch,
-        "trainer": trainer.state_dict() if trainer is not None else {},
-        "stage": stage,
-        "epoch": epoch,
-        "round": round,
-        "rng": rng_state(),
-        "config": config_to_dict(cfg),
-        **(extra or {}),
-    }
+    """``RunState.capture(...).to_dict()``: a checkpoint dict of ``model`` at ``stage`` (tests, tools)."""
+    return RunState.capture(cfg, model, trainer, stage=stage, epoch=epoch, round=round, **(extra or {})).to_dict()

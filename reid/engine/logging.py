@@ -13,6 +13,17 @@ from typing import Any
 import numpy as np
 
 
+def read_metrics(run_dir: str | os.PathLike, kind: str | None = None) -> list[dict[str, Any]]:
+    """The rows :class:`RunLogger` wrote to ``<run_dir>/metrics.jsonl``, in order; only those of ``kind`` (e.g.
+    ``"eval"``, ``"cluster"``, ``"adapt_epoch"``) when given. Non-finite numbers were written as null (None).
+
+    Example: ``[row["mAP"] for row in read_metrics("outputs/demo", "eval") if row["stage"] == "adapt"]``.
+    """
+    with open(Path(run_dir) / "metrics.jsonl", encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle if line.strip()]
+    return [row for row in rows if kind is None or row["kind"] == kind]
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
@@ -83,10 +94,6 @@ class RunLogger:
     def histogram(self, tag: str, values: np.ndarray, step: int) -> None:
         if self.writer is not None and len(values):
             self.writer.add_histogram(tag, np.asarray(values, dtype=np.float64), step)
-
-    def flush(self) -> None:
-        if self.writer is not None:
-            self.writer.flush()
 
     def close(self) -> None:
         if self.writer is not None:

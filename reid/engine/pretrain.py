@@ -2,37 +2,33 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from reid import distributed
 from reid.config import Config
 from reid.data.datasets import ReidDataset
 from reid.data.loaders import build_train_loader, set_train_epoch
-from reid.engine.checkpoint import load_model_weights, save_checkpoint, training_state
+from reid.engine.checkpoint import RunState, SaveFn
+from reid.engine.evaluate import evaluate_split
 from reid.engine.logging import RunLogger
 from reid.engine.monitor import log_eval
 from reid.engine.trainer import Trainer, build_optimizer, derive_seed, seed_everything, warmup_multistep
 from reid.errors import TrainingError
-from reid.evaluation.evaluator import evaluate_dataset
 from reid.losses import CrossEntropyLabelSmooth, TripletLoss
 
 
 def run_pretrain(cfg: Config, model: torch.nn.Module, source: ReidDataset, target: ReidDataset | None,
-                 device: torch.device, logger: RunLogger, run_dir: Path, resume: dict | None = None) -> dict:
+                 device: torch.device, logger: RunLogger, save: SaveFn, resume: RunState | None = None) -> dict:
     """Train ``model`` (which must carry a classifier of ``source.num_train_pids`` outputs) on ``source.train``,
     then evaluate on the source test split and (direct transfer) on the target test split.
 
-    Writes ``checkpoints/last.pt`` after every epoch and ``checkpoints/source.pt`` at the end (rank 0 only).
+    ``resume``: a ``"pretrain"`` state to continue exactly. Saves ``last.pt`` after every epoch and ``source.pt``
+    (stage ``"pretrained"``) at the end through ``save(state, *names)``.
     Under torchrun the model is trained through DDP, the P x K sampler shards identities across ranks and the
     evaluations extract features shard by shard (every rank returns the same metrics).
     Returns {"source": metrics, "target": metrics} (either may be missing when disabled).
     """
     p = cfg.pretrain
-    resuming = resume is not None and resume["stage"] == "pretrain"
-    if resuming:  # every rank loads the same checkpoint
-        load_model_weights(model, resume, "resume checkpoint")
     # DDP under torchrun (the classifier is already attached); evaluation and checkpoints use ``model`` itself
     train_model = distributed.wrap_model(model, device, cfg.sync_bn, find_unused_parameters=False)
     optimizer = build_optimizer(model, p.optimizer, p.lr, p.weight_decay, p.momentum)
@@ -40,9 +36,9 @@ def run_pretrain(cfg: Config, model: torch.nn.Module, source: ReidDataset, targe
     trainer = Trainer(train_model, optimizer, scheduler, device, cfg.amp, logger, cfg.output.log_every,
                       camera_bn=cfg.pretrain.camera_bn)
     start_epoch = 0
-    if resuming:
-        trainer.load_state_dict(resume["trainer"])
-        start_epoch = int(resume["epoch"])
+    if resume is not None:  # the weights are loaded already (every rank the same checkpoint)
+        trainer.load_state_dict(resume.trainer)
+        start_epoch = int(resume.epoch)
         logger.info(f"stage 1: resuming after epoch {start_epoch}/{p.epochs}")
 
     cross_entropy = CrossEntropyLabelSmooth(source.num_train_pids, cfg.loss.label_smoothing)
@@ -72,26 +68,17 @@ def run_pretrain(cfg: Config, model: torch.nn.Module, source: ReidDataset, targe
         logger.info(f"pretrain epoch {epoch + 1}/{p.epochs} " + " ".join(f"{k} {v:.4f}" for k, v in terms.items()))
         logger.record("pretrain_epoch", epoch=epoch + 1, step=trainer.step, **terms)
         logger.scalars("pretrain_epoch", terms, epoch + 1)
-        if distributed.is_main():
-            save_checkpoint(training_state(cfg, model, trainer, stage="pretrain", epoch=epoch + 1),
-                            run_dir / "checkpoints" / "last.pt")
+        save(RunState.capture(cfg, model, trainer, stage="pretrain", epoch=epoch + 1), "last.pt")
 
     metrics = {}
     evals = [("source", source, p.eval_source), ("target", target, p.eval_target and target is not None)]
     for name, dataset, enabled in evals:
         if not enabled:
             continue
-        result = evaluate_dataset(model, dataset.query, dataset.gallery, height=d.height, width=d.width,
-                                  batch_size=d.test_batch_size, workers=d.workers, device=device,
-                                  flip=cfg.eval.flip, max_rank=cfg.eval.max_rank, amp=cfg.amp,
-                                  distributed=distributed.world_size() > 1, camera_norm=cfg.eval.camera_norm,
-                                      camera_bn=cfg.eval.camera_bn)
+        result = evaluate_split(cfg, model, dataset, device)
         metrics[name] = result.metrics
         label = "source test (supervised)" if name == "source" else "target test (direct transfer)"
         log_eval(logger, result, f"stage 1 {label}", f"eval_pretrain/{name}_test", 0,
                  stage="pretrain", split=f"{name}_test")
-    state = training_state(cfg, model, trainer, stage="adapt", epoch=0, round=0, extra={"pretrain_metrics": metrics})
-    if distributed.is_main():
-        save_checkpoint(state, run_dir / "checkpoints" / "source.pt")
-        save_checkpoint(state, run_dir / "checkpoints" / "last.pt")
+    save(RunState.capture(cfg, model, trainer, stage="pretrained", pretrain_metrics=metrics), "source.pt", "last.pt")
     return metrics

@@ -17,8 +17,9 @@ from reid import distributed
 from reid.engine.logging import RunLogger
 from reid.errors import TrainingError
 
-# (model outputs, pids, camids, indices of the images in the loader's item list) -> (loss, terms)
-LossFn = Callable[[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor],
+# (model outputs, pids, camids, indices of the images in the loader's item list) -> (loss, terms); camids and
+# indices are None when the loader yields none
+LossFn = Callable[[dict[str, torch.Tensor], torch.Tensor, torch.Tensor | None, torch.Tensor | None],
                   tuple[torch.Tensor, dict[str, float]]]
 
 
@@ -134,7 +135,8 @@ class Trainer:
             outputs = {k: v.float() if v.dtype in (torch.float16, torch.bfloat16) else v
                        for k, v in outputs.items()}
             camids = torch.as_tensor(camids).to(self.device) if camids is not None else None
-            loss, terms = loss_fn(outputs, pids, camids, torch.as_tensor(indices))
+            indices = torch.as_tensor(indices) if indices is not None else None
+            loss, terms = loss_fn(outputs, pids, camids, indices)
             # under DDP every rank must take the same branch: a rank that raised alone would leave the others
             # waiting in the gradient all-reduce
             finite = bool(torch.isfinite(loss))
