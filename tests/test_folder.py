@@ -203,6 +203,22 @@ def test_train_command_reports_a_bad_folder_in_one_line_with_exit_2(tmp_path: Pa
     assert not (tmp_path / "run" / "config.yaml").exists()
 
 
+def test_eval_command_on_a_folder_without_test_split_says_so_in_one_line(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    from reid.cli import eval_main
+
+    target = _write(tmp_path / "cams", ["c1/a.jpg", "c2/b.jpg"])
+    argv = ["--config", str(REPO / "configs" / "demo.yaml"), "--out", str(tmp_path / "eval")]
+    for item in ("data.target=folder", f"data.target_root={target}", "data.camera_rule=folder", "device=cpu",
+                 "model.pretrained=none", "model.arch=resnet18"):
+        argv += ["--set", item]
+    assert eval_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith(f"DatasetError: {target}: folder target without a labelled test split")
+    assert "data.target_test_root" in err
+    assert not (tmp_path / "eval").exists()
+
+
 # ------------------------------------------------------------------------------------------------ signals
 def _brute_force_signals(features: np.ndarray, labels: np.ndarray) -> dict:
     """Intra pair distance, nearest other-centroid distance and silhouette with plain loops (all clustered points)."""

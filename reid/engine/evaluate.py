@@ -14,7 +14,7 @@ from reid import distributed
 from reid.config import Config, config_to_dict
 from reid.data.datasets import ReidDataset
 from reid.engine.inputs import check_writable, configure_determinism, load_domain, pick_device
-from reid.errors import ReidError
+from reid.errors import DatasetError, ReidError
 from reid.evaluation.evaluator import EvalResult, evaluate_dataset
 
 
@@ -79,6 +79,9 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str | None = None, *, dataset: 
     if not root:
         raise ReidError("--root is required with --dataset")
     test = load_domain(name, root, cfg, verbose=True)
+    if not test.has_test_split:
+        raise DatasetError(f"{root}: {name} target without a labelled test split: nothing to evaluate. Set "
+                           "data.target_test_root to a Market-1501-layout folder (query/, bounding_box_test/)")
     configure_determinism(cfg.seed, cfg.deterministic, device)  # an untrained backbone's random layers: cfg.seed
     m = cfg.model
     model = build_model(arch=m.arch, pretrained="none" if checkpoint else m.pretrained,
