@@ -31,7 +31,7 @@ from reid.data.transforms import build_transforms
 from reid.engine.checkpoint import load_checkpoint, load_model_weights
 from reid.errors import CheckpointError, ReidError
 from reid.evaluation.features import extract_features
-from reid.models import ReidNet, build_model
+from reid.models import ReidNet, model_from
 
 ImageInput = str | os.PathLike | Image.Image
 
@@ -79,8 +79,7 @@ def build_from_checkpoint(checkpoint: str | os.PathLike, config: str | os.PathLi
     state = load_checkpoint(checkpoint)
     spec = model_spec(state, config, source=str(checkpoint))
     m = spec.model
-    model = build_model(arch=m.arch, pretrained="none", last_stride=m.last_stride, pooling=m.pooling,
-                        gem_p=m.gem_p, embedding_dim=m.embedding_dim, neck_feat=m.neck_feat)
+    model = model_from(m, pretrained="none")
     load_model_weights(model, state, str(checkpoint), skip_classifier=True)
     return model.eval(), spec
 

@@ -14,18 +14,16 @@ Paths may reference environment variables as ``${NAME}`` or ``${NAME:-default}``
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
 import os
-import re
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from reid.config_parse import build_section, deep_copy, expand_path, parse_override_value, suggest
 from reid.errors import ConfigError
+from reid.names import ARCHITECTURES, SOURCE_NAMES, TARGET_NAMES, UNLABELLED
 
 
 @dataclass
@@ -61,7 +59,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    arch: Literal["resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v2"] = "resnet50"
+    arch: Literal[ARCHITECTURES] = "resnet50"  # the table: reid/names.py
     pretrained: str = "imagenet"       # imagenet | none | <path to a torchvision-format state dict>
     last_stride: int = 1
     pooling: Literal["avg", "gem"] = "avg"
@@ -245,97 +243,6 @@ _PATH_KEYS = {"data.source_root", "data.target_root", "data.target_test_root", "
               "pretrain.checkpoint", "output.dir"}
 
 
-def _field_types(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def _suggest(name: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if typing.get_origin(tp) is list:
-        return f"a list of {typing.get_args(tp)[0].__name__}"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(key: str, value: Any, tp: Any) -> Any:
-    """Check ``value`` against the annotated type ``tp``; returns the value converted where lossless."""
-    origin = typing.get_origin(tp)
-    bad = ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
-    if key == "cluster.eps":
-        if isinstance(value, str) and value.strip().lower() == "auto":
-            return "auto"
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"cluster.eps: expected 'auto' or a number in (0, 1), got {value!r}")
-        if not 0 < value < 1:
-            raise ConfigError(f"cluster.eps: expected 'auto' or a number in (0, 1), got {value!r}")
-        return float(value)
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}"
-                              + (_suggest(str(value), [str(a) for a in typing.get_args(tp)])))
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise bad
-        (item_tp,) = typing.get_args(tp)
-        return [_coerce(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value)]
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-        return value
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 and 1.0e30 (no dot or no exponent sign) as strings
-            try:
-                value = float(value)
-            except ValueError:
-                raise bad from None
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise bad
-        return float(value)
-    if tp is str:
-        if value is None:
-            return ""
-        if not isinstance(value, str):
-            raise bad
-        return value
-    return value
-
-
-def _parse_override_value(raw: str) -> Any:
-    """``--set`` values are YAML scalars: ``0.5`` -> float, ``true`` -> bool, ``[1,2]`` -> list."""
-    try:
-        return yaml.safe_load(raw)
-    except yaml.YAMLError:
-        return raw
-
-
-def _build_section(cls: type, values: dict[str, Any], prefix: str) -> Any:
-    types_ = _field_types(cls)
-    kwargs = {}
-    for name, value in values.items():
-        key = f"{prefix}{name}"
-        if name not in types_:
-            raise ConfigError(f"unknown key '{key}'" + _suggest(key, [f"{prefix}{n}" for n in types_]))
-        tp = types_[name]
-        if dataclasses.is_dataclass(tp):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{key}: expected a mapping of {list(_field_types(tp))}, got {value!r}")
-            kwargs[name] = _build_section(tp, value, f"{key}.")
-        else:
-            kwargs[name] = _coerce(key, value, tp)
-    return cls(**kwargs)
-
-
 def _validate(cfg: Config) -> None:
     for key, (low, high) in _RANGES.items():
         section, name = key.split(".")
@@ -343,10 +250,15 @@ def _validate(cfg: Config) -> None:
         if (low is not None and value < low) or (high is not None and value > high):
             bound = f">= {low}" if high is None else f"in [{low}, {high}]"
             raise ConfigError(f"{key}: expected a value {bound}, got {value!r}")
-    if cfg.data.source == "folder":
+    if cfg.data.source in UNLABELLED:
         raise ConfigError("data.source: 'folder' has no identity labels, and stage 1 trains on labelled source "
-                          "images; use a labelled dataset (market1501, dukemtmcreid, msmt17, market-format, synth-a) "
-                          "as the source and the folder as data.target")
+                          f"images; use a labelled dataset ({', '.join(SOURCE_NAMES)}) as the source and the folder "
+                          "as data.target")
+    for key, names in (("source", SOURCE_NAMES), ("target", TARGET_NAMES)):
+        value = getattr(cfg.data, key)
+        if value not in names:
+            raise ConfigError(f"data.{key}: unknown dataset {value!r}{suggest(value.lower(), list(names))}; "
+                              f"expected one of {', '.join(names)}")
     if cfg.data.batch_size % cfg.data.num_instances != 0:
         raise ConfigError(
             f"data.batch_size={cfg.data.batch_size} must be a multiple of data.num_instances="
@@ -369,7 +281,7 @@ def config_from_dict(values: dict[str, Any], overrides: list[str] | None = None,
         values = {}
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(values).__name__}")
-    values = _deep_copy(values)
+    values = deep_copy(values)
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected section.key=value")
@@ -381,18 +293,10 @@ def config_from_dict(values: dict[str, Any], overrides: list[str] | None = None,
             if not isinstance(child, dict):
                 raise ConfigError(f"--set {item!r}: '{part}' is not a section")
             node = child
-        node[parts[-1]] = _parse_override_value(raw)
-    cfg = _build_section(Config, values, "")
+        node[parts[-1]] = parse_override_value(raw)
+    cfg = build_section(Config, values, "")
     _validate(cfg)
     return cfg
-
-
-def _deep_copy(values: Any) -> Any:
-    if isinstance(values, dict):
-        return {k: _deep_copy(v) for k, v in values.items()}
-    if isinstance(values, list):
-        return [_deep_copy(v) for v in values]
-    return values
 
 
 def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> Config:
@@ -427,26 +331,6 @@ def save_config(cfg: Config, path: str | os.PathLike) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as handle:
         yaml.safe_dump(config_to_dict(cfg), handle, sort_keys=False)
-
-
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def expand_path(value: str) -> str:
-    """Expand ``${VAR}`` / ``${VAR:-default}`` and ``~`` in a config path (no shell involved).
-
-    Raises ConfigError when a variable without default is unset.
-    """
-
-    def replace(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        if name in os.environ:
-            return os.environ[name]
-        if default is not None:
-            return default
-        raise ConfigError(f"environment variable '{name}' used in path {value!r} is not set")
-
-    return os.path.expanduser(_VAR.sub(replace, value))
 
 
 def resolve_paths(cfg: Config) -> Config:

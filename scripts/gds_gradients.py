@@ -27,7 +27,7 @@ from reid.engine.checkpoint import load_checkpoint, load_model_weights
 from reid.engine.inputs import load_domain
 from reid.engine.pseudo_label import PseudoLabeler
 from reid.losses import GDSLoss, TripletLoss
-from reid.models import build_model
+from reid.models import model_from
 
 
 def grad_norm(loss: torch.Tensor, params: list[torch.nn.Parameter]) -> float:
@@ -46,8 +46,7 @@ def main() -> None:
     torch.manual_seed(cfg.seed)
     d, m, c, g = cfg.data, cfg.model, cfg.cluster, cfg.gds
     target = load_domain(cfg.data.target, cfg.data.target_root, cfg, verbose=False)
-    model = build_model(arch=m.arch, pretrained="none", last_stride=m.last_stride, num_classes=0, pooling=m.pooling,
-                        gem_p=m.gem_p, embedding_dim=m.embedding_dim, neck_feat=m.neck_feat)
+    model = model_from(m, pretrained="none")
     load_model_weights(model, load_checkpoint(args.checkpoint), args.checkpoint, skip_classifier=True)
     device = torch.device("cpu")
 

@@ -35,11 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reid.errors import DatasetError
+from reid.names import DATASETS
 
 Item = tuple[str, int, int]
 """One image: ``(path, pid, camid)``."""
 
-DATASET_NAMES = ("market1501", "dukemtmcreid", "msmt17", "market-format")
+DATASET_NAMES = DATASETS  # the table lives in reid/names.py
 
 MARKET_SPLIT_DIRS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 

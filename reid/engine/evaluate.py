@@ -71,7 +71,7 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str | None = None, *, dataset: 
         report.metrics["mAP"]
     """
     from reid.engine.checkpoint import load_checkpoint, load_model_weights
-    from reid.models import build_model
+    from reid.models import model_from
 
     device = pick_device(cfg.device)
     name = dataset or cfg.data.target
@@ -84,9 +84,7 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str | None = None, *, dataset: 
                            "data.target_test_root to a Market-1501-layout folder (query/, bounding_box_test/)")
     configure_determinism(cfg.seed, cfg.deterministic, device)  # an untrained backbone's random layers: cfg.seed
     m = cfg.model
-    model = build_model(arch=m.arch, pretrained="none" if checkpoint else m.pretrained,
-                        last_stride=m.last_stride, pooling=m.pooling, gem_p=m.gem_p,
-                        embedding_dim=m.embedding_dim, neck_feat=m.neck_feat).to(device)
+    model = model_from(cfg.model, pretrained="none" if checkpoint else None).to(device)
     if checkpoint:
         load_model_weights(model, load_checkpoint(checkpoint), checkpoint, skip_classifier=True)
     out = Path(out or (Path(checkpoint).parent.parent / "eval" if checkpoint else "outputs/eval"))

@@ -142,12 +142,9 @@ class Run:
         return resume
 
     def _build_model(self, pretrained: str):
-        from reid.models import build_model
+        from reid.models import model_from
 
-        m = self.cfg.model
-        return build_model(arch=m.arch, pretrained=pretrained, last_stride=m.last_stride,
-                           num_classes=self.source.num_train_pids, pooling=m.pooling, gem_p=m.gem_p,
-                           embedding_dim=m.embedding_dim, neck_feat=m.neck_feat).to(self.device)
+        return model_from(self.cfg.model, num_classes=self.source.num_train_pids, pretrained=pretrained).to(self.device)
 
     def _restore_stage1_metrics(self, resume: RunState, resume_path: Path) -> None:
         if resume.pretrain_metrics is not None:

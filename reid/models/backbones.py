@@ -14,10 +14,11 @@ import torchvision
 from torch import nn
 
 from reid.errors import CheckpointError, ConfigError
+from reid.names import ARCHITECTURES
 
 log = logging.getLogger(__name__)
 
-ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v2")
+ARCHS = ARCHITECTURES  # the table lives in reid/names.py (config validation reads it too)
 _IMAGENET_WEIGHTS = {
     "resnet18": "ResNet18_Weights",
     "resnet34": "ResNet34_Weights",

@@ -114,3 +114,12 @@ def build_model(arch: str = "resnet50", pretrained: str = "imagenet", last_strid
                     embedding_dim=embedding_dim, neck_feat=neck_feat)
     # channels_last: 2-4x faster convolutions on CPU (oneDNN) and tensor cores on GPU; feed NHWC images too
     return model.to(memory_format=torch.channels_last)
+
+
+def model_from(m, *, num_classes: int = 0, pretrained: str | None = None) -> ReidNet:
+    """:func:`build_model` from the config's ``model`` section (a :class:`reid.config.ModelConfig`), the one
+    adapter every caller uses. ``pretrained`` overrides ``model.pretrained`` (``"none"`` before loading a
+    checkpoint). Example: ``model_from(cfg.model, num_classes=source.num_train_pids)``."""
+    return build_model(arch=m.arch, pretrained=m.pretrained if pretrained is None else pretrained,
+                       last_stride=m.last_stride, num_classes=num_classes, pooling=m.pooling, gem_p=m.gem_p,
+                       embedding_dim=m.embedding_dim, neck_feat=m.neck_feat)
