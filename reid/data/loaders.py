@@ -273,3 +273,13 @@ def build_test_loader(
         pin_memory=torch.cuda.is_available(),
         drop_last=False,
     )
+
+
+def train_loader_from(d, items: Sequence[Item], *, seed: int, camera_balanced: bool = False) -> DataLoader:
+    """:func:`build_train_loader` from the config's ``data`` section (a :class:`reid.config.DataConfig`), sharded
+    over the torchrun processes when there are several. Example:
+    ``train_loader_from(cfg.data, source.train, seed=derive_seed(cfg.seed, "pretrain"))``."""
+    return build_train_loader(items, d.height, d.width, d.batch_size, d.num_instances, d.workers, seed=seed,
+                              flip_prob=d.flip_prob, pad=d.pad, random_erasing_prob=d.random_erasing_prob,
+                              num_replicas=process_group.world_size(), rank=process_group.rank(),
+                              camera_balanced=camera_balanced)

@@ -21,7 +21,7 @@ from reid import distributed
 from reid.cluster.camera import camera_fallback_reason
 from reid.config import Config
 from reid.data.datasets import ReidDataset
-from reid.data.loaders import build_train_loader, set_train_epoch
+from reid.data.loaders import set_train_epoch, train_loader_from
 from reid.engine.checkpoint import RunState, SaveFn
 from reid.engine.evaluate import evaluate_split
 from reid.engine.logging import RunLogger
@@ -170,11 +170,8 @@ class Adaptation:
                              f"cluster.eps (now {self.eps:.3f}) or lower data.batch_size / cluster.min_samples.")
             self.logger.record("round_skipped", round=round_index, num_clusters=num_clusters, eps=self.eps)
             return
-        loader = build_train_loader(pseudo_labels.training_items(self.target.train), d.height, d.width, d.batch_size,
-                                    d.num_instances, d.workers, seed=derive_seed(seed, "adapt", round_index),
-                                    flip_prob=d.flip_prob, pad=d.pad, random_erasing_prob=d.random_erasing_prob,
-                                    num_replicas=distributed.world_size(), rank=distributed.rank(),
-                                    camera_balanced=a.camera_balanced)
+        loader = train_loader_from(d, pseudo_labels.training_items(self.target.train),
+                                   seed=derive_seed(seed, "adapt", round_index), camera_balanced=a.camera_balanced)
         iters = a.iters_per_epoch or len(loader)  # len(loader) = floor(len(sampler) / batch_size) on every rank
         if not distributed.same_on_all_ranks(iters):
             raise TrainingError(f"round {round_index}: ranks disagree on the iterations per epoch")

@@ -7,7 +7,7 @@ import torch
 from reid import distributed
 from reid.config import Config
 from reid.data.datasets import ReidDataset
-from reid.data.loaders import build_train_loader, set_train_epoch
+from reid.data.loaders import set_train_epoch, train_loader_from
 from reid.engine.checkpoint import RunState, SaveFn
 from reid.engine.evaluate import evaluate_split
 from reid.engine.logging import RunLogger
@@ -52,10 +52,7 @@ def run_pretrain(cfg: Config, model: torch.nn.Module, source: ReidDataset, targe
         return loss_ce + loss_triplet, {"ce": loss_ce.item(), "triplet": loss_triplet.item(), "acc": accuracy.item()}
 
     d = cfg.data
-    loader = build_train_loader(source.train, d.height, d.width, d.batch_size, d.num_instances, d.workers,
-                                seed=derive_seed(cfg.seed, "pretrain"), flip_prob=d.flip_prob, pad=d.pad,
-                                random_erasing_prob=d.random_erasing_prob,
-                                num_replicas=distributed.world_size(), rank=distributed.rank())
+    loader = train_loader_from(d, source.train, seed=derive_seed(cfg.seed, "pretrain"))
     iters = p.iters_per_epoch or len(loader)  # len(loader) = floor(len(sampler) / batch_size) on every rank
     if not distributed.same_on_all_ranks(iters):
         raise TrainingError(f"stage 1: ranks disagree on the iterations per epoch ({iters} on rank {distributed.rank()})")
