@@ -86,17 +86,23 @@ def test_tensorboard_event_file_holds_scalars_and_distance_histograms(full_run: 
     assert num_clusters == [r["num_clusters"] for r in rows]
 
 
+
+def _assert_same_final_weights(expected_run: Path, run: Path) -> tuple[dict, dict]:
+    """Both runs' final.pt hold bit-identical model weights and GDS buffers; returns (expected, resumed)."""
+    expected = load_checkpoint(expected_run / "checkpoints" / "final.pt")
+    resumed = load_checkpoint(run / "checkpoints" / "final.pt")
+    for key, value in expected["model"].items():
+        assert torch.equal(resumed["model"][key], value), key
+    for key, value in expected["gds"].items():
+        assert torch.equal(resumed["gds"][key], value), key
+    return expected, resumed
+
 def test_resume_after_stopping_between_rounds_reproduces_the_uninterrupted_run(
         tiny_domains: Path, full_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     tiny_train(tiny_domains, out, "adapt.rounds=1")  # stops after round 0
     tiny_train(tiny_domains, out, resume="auto")
-    expected = load_checkpoint(full_run / "checkpoints" / "final.pt")
-    resumed = load_checkpoint(out / "checkpoints" / "final.pt")
-    for key, value in expected["model"].items():
-        assert torch.equal(resumed["model"][key], value), key
-    for key, value in expected["gds"].items():
-        assert torch.equal(resumed["gds"][key], value), key
+    expected, resumed = _assert_same_final_weights(full_run, out)
     assert resumed["history"][-1]["mAP"] == expected["history"][-1]["mAP"]
 
 
@@ -113,12 +119,7 @@ def test_a_run_folder_written_before_issue_16_still_resumes_exactly(tiny_domains
     save_checkpoint(legacy, out / "checkpoints" / "source.pt")
     save_checkpoint(legacy, out / "checkpoints" / "last.pt")
     tiny_train(tiny_domains, out, resume="auto")
-    expected = load_checkpoint(full_run / "checkpoints" / "final.pt")
-    resumed = load_checkpoint(out / "checkpoints" / "final.pt")
-    for key, value in expected["model"].items():
-        assert torch.equal(resumed["model"][key], value), key
-    for key, value in expected["gds"].items():
-        assert torch.equal(resumed["gds"][key], value), key
+    expected, resumed = _assert_same_final_weights(full_run, out)
     assert resumed["history"] == expected["history"]
     assert json.loads((out / "summary.json").read_text()) == expected_summary
     # a format-1 stage-2 checkpoint: the stage-1 metrics come from the source.pt next to it
