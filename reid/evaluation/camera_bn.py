@@ -93,15 +93,14 @@ def extract_features_camera_bn(model: torch.nn.Module, items: Sequence[Item], *,
             index = np.flatnonzero(camids == camera)
             subset = [items[i] for i in index]
             loader = build_test_loader(subset, height, width, batch_size, workers)
-            if len(subset) >= min_images:
+            if len(subset) >= min_images:  # replaces every layer's statistics (reset first)
                 estimate_bn_statistics(model, loader, device)
-            else:
+            else:  # too few images: the model's own statistics
                 load_bn_state(model, saved)
             part, _, _ = extract_features(model, loader, device, flip=flip, amp=amp)
             if features is None:
                 features = torch.empty(len(items), part.shape[1], dtype=part.dtype)
             features[torch.from_numpy(index)] = part
-            load_bn_state(model, saved)
     finally:
         load_bn_state(model, saved)
     pids = np.array([pid for _, pid, _ in items], dtype=np.int64)
