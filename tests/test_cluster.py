@@ -273,32 +273,33 @@ def test_dbscan_rejects_eps_outside_zero_one(eps):
 
 
 def _brute_force_eps(dense: np.ndarray, rho: float) -> float:
+    """The mean of the round(rho * pairs) smallest pair distances below 1 (absent pairs are never averaged)."""
     n = dense.shape[0]
     upper = sorted(dense[i, j] for i in range(n) for j in range(i + 1, n))
     top_num = max(1, int(np.round(rho * len(upper))))
-    return float(np.mean(upper[:top_num]))
+    return float(np.mean([value for value in upper[:top_num] if value < 1]))
 
 
 @pytest.mark.parametrize("rho", [1.6e-3, 0.02, 0.8])
-def test_compute_eps_matches_brute_force_with_absent_pairs_as_one(rho):
+def test_compute_eps_matches_brute_force_over_the_stored_pairs(rho):
     features = _clustered_problem(250, 32, 20, seed=11)
     dist = jaccard_distance(features, k1=20, k2=6)
     stored_upper = sp.triu(dist, k=1).nnz
     if rho == 0.8:
-        assert stored_upper < round(rho * 250 * 249 / 2)  # this case pads with ones
+        assert stored_upper < round(rho * 250 * 249 / 2)  # fewer stored than wanted: the mean of them all
     assert compute_eps(dist, 250, rho=rho) == pytest.approx(_brute_force_eps(_densify(dist), rho), abs=1e-7)
 
 
 def test_compute_eps_by_hand():
     # 4 points, 6 pairs i<j; stored: (0,1)=0.2, (2,3)=0.0 (explicit), (0,2)=0.7; absent pairs count as 1.
     # The diagonal and the lower triangle are not read. rho=0.5 -> round(3) = 3 smallest: 0.0, 0.2, 0.7.
-    # rho=0.9 -> round(5.4) = 5 smallest: 0.0, 0.2, 0.7, 1, 1 -> mean 2.9 / 5 = 0.58.
+    # rho=0.9 -> round(5.4) = 5 wanted, 3 stored: the mean of those 3 (absent pairs are not averaged in).
     rows = [0, 2, 0, 1, 0, 3]
     cols = [1, 3, 2, 0, 0, 0]
     data = [0.2, 0.0, 0.7, 0.05, 0.0, 0.01]
     dist = sp.csr_matrix((np.array(data, dtype=np.float32), (rows, cols)), shape=(4, 4))
     assert compute_eps(dist, 4, rho=0.5) == pytest.approx(0.3, abs=1e-7)
-    assert compute_eps(dist, 4, rho=0.9) == pytest.approx(0.58, abs=1e-7)
+    assert compute_eps(dist, 4, rho=0.9) == pytest.approx(0.3, abs=1e-7)
     with pytest.raises(ValueError, match="expected"):
         compute_eps(dist, 5)
 

@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from reid.cluster.camera import camera_neighbours
-from reid.cluster.knn import knn_search
+from reid.cluster.knn import KnnMethod, knn_search
 from reid.kreciprocal import k_reciprocal_expansion, neighbour_graph, reciprocal_graph
 
 # Pairs (i, j, c) handled at once while summing minima: ~16 bytes each, so 2**22 pairs ~ 64 MiB per array.
@@ -37,15 +37,20 @@ _GATHER_BYTES = 2**26
 
 
 def jaccard_distance(
-    features: np.ndarray, k1: int = 20, k2: int = 6, use_gpu: bool | None = None
+    features: np.ndarray, k1: int = 20, k2: int = 6, use_gpu: bool | None = None, knn: KnnMethod | None = None,
+    shard: bool = False, neighbours: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> sp.csr_matrix:
     """k-reciprocal Jaccard distances between all pairs of ``features``, as SpCL computes them.
 
     Args:
-        features: (N, D) float32 (or convertible) features; rows are L2-normalised here.
+        features: (N, D) float32 (or convertible, or float16: kept in float16) features; rows are L2-normalised
+            here.
         k1: neighbourhood size, self included (k1=20 -> self + 19); clipped to N.
         k2: query-expansion size, self included; ``k2=1`` disables it; clipped to ``k1``.
-        use_gpu: passed to :func:`reid.cluster.knn.knn_search` (``None``: GPU when faiss has one).
+        use_gpu, knn, shard: passed to :func:`reid.cluster.knn.knn_search` (``use_gpu=None``: GPU when faiss has
+            one; ``knn=None``: exact search).
+        neighbours: the (N, >= k1) similarities and indices :func:`reid.cluster.knn.knn_search` returned for
+            these features (e.g. a sharded search all ranks ran); skips the search.
 
     Returns:
         (N, N) float32 CSR matrix of distances in [0, 1). Every pair with distance < 1 (the pairs whose V
@@ -61,14 +66,16 @@ def jaccard_distance(
         >>> round(float(dist[0, 1]), 3)
         0.02
     """
-    features = _l2_normalise(features)
+    features = l2_normalise(features)
     num_samples = features.shape[0]
     if k1 < 1 or k2 < 1:
         raise ValueError(f"k1 and k2 must be >= 1, got k1={k1}, k2={k2}")
     k1 = min(k1, num_samples)
     k2 = min(k2, k1)
 
-    similarities, initial_rank = knn_search(features, k1, use_gpu=use_gpu)
+    if neighbours is None:
+        neighbours = knn_search(features, k1, use_gpu=use_gpu, method=knn, shard=shard)
+    similarities, initial_rank = neighbours[0][:, :k1], neighbours[1][:, :k1]
     expansion = k_reciprocal_expansion(initial_rank, k1, int(np.around(k1 / 2)) + 1)
     weights = _softmax_weights(features, expansion, similarities, initial_rank)
     if k2 != 1:
@@ -105,7 +112,7 @@ def camera_jaccard_distance(
     Returns:
         (N, N) float32 CSR distances, the same conventions as :func:`jaccard_distance`.
     """
-    features = _l2_normalise(features)
+    features = l2_normalise(features)
     camids = np.asarray(camids).ravel()
     if camids.shape[0] != features.shape[0]:
         raise ValueError(f"camids has {camids.shape[0]} entries for {features.shape[0]} feature rows")
@@ -126,13 +133,22 @@ def camera_jaccard_distance(
     return _jaccard_from_weights(weights)
 
 
-def _l2_normalise(features: np.ndarray) -> np.ndarray:
-    """(N, D) -> (N, D) float32 with unit rows (zero rows stay zero, as ``F.normalize`` does)."""
-    features = np.asarray(features, dtype=np.float32)
+def l2_normalise(features: np.ndarray) -> np.ndarray:
+    """(N, D) -> (N, D) unit rows (zero rows stay zero, as ``F.normalize`` does): float32, or float16 for
+    float16 input (normalised in float32 chunk by chunk, so no float32 copy of the whole array is made)."""
+    features = np.asarray(features)
     if features.ndim != 2 or features.shape[0] == 0:
         raise ValueError(f"features must be a non-empty 2-D (N, D) array, got shape {features.shape}")
-    norms = np.linalg.norm(features, axis=1, keepdims=True)
-    return np.ascontiguousarray(features / np.maximum(norms, 1e-12), dtype=np.float32)
+    if features.dtype != np.float16:
+        features = np.asarray(features, dtype=np.float32)
+        norms = np.linalg.norm(features, axis=1, keepdims=True)
+        return np.ascontiguousarray(features / np.maximum(norms, 1e-12), dtype=np.float32)
+    out = np.empty(features.shape, dtype=np.float16)
+    chunk = max(1, _GATHER_BYTES // (4 * features.shape[1]))
+    for start in range(0, features.shape[0], chunk):
+        block = features[start : start + chunk].astype(np.float32)
+        out[start : start + chunk] = block / np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
+    return out
 
 
 def _softmax_weights(
@@ -169,7 +185,8 @@ def _softmax_weights(
     chunk = max(1, _GATHER_BYTES // (8 * features.shape[1]))  # two gathered (chunk, D) float32 arrays
     for start in range(0, missing.size, chunk):
         pairs = missing[start : start + chunk]
-        pair_sims[pairs] = np.einsum("ij,ij->i", features[rows[pairs]], features[cols[pairs]])
+        pair_sims[pairs] = np.einsum("ij,ij->i", features[rows[pairs]].astype(np.float32, copy=False),
+                                     features[cols[pairs]].astype(np.float32, copy=False))
 
     # The reference evaluates 2 - 2 x_i·x_j in float32, then a (max-shifted) softmax.
     logits = -(np.float32(2) - np.float32(2) * pair_sims).astype(np.float64)

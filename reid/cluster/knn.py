@@ -1,5 +1,13 @@
-"""Exact k-nearest-neighbour search by inner product on L2-normalised features.
+"""k-nearest-neighbour self-search by inner product on L2-normalised features: exact, or an inverted file
+(:mod:`reid.cluster.ivf`) when N is large, optionally sharded across the ranks of a torchrun job.
 
+``KnnMethod`` says which: ``exact`` (below), ``ivf`` (approximate: the neighbours filed in lists that are not
+probed can be missed), or ``auto`` (``ivf`` from ``AUTO_IVF_MIN_SAMPLES`` features on, exact below). With
+``shard=True`` inside an initialised torch.distributed job every rank computes its share of the similarity blocks
+(exact) or of the list pairs (ivf) and the ranks' candidate lists are gathered and merged, so every rank gets the
+same lists a single process computes. All ranks must call it together.
+
+Exact search:
 On a machine where faiss was built with GPU support and sees a GPU, the search runs on a faiss ``IndexFlatIP``
 placed on GPU 0. Otherwise it runs on the CPU as blocked matrix products (torch / MKL) feeding faiss's
 per-row heaps: the same exact inner-product search as a CPU ``IndexFlatIP``, but about five times faster than
@@ -12,12 +20,47 @@ increasing index.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import faiss
 import numpy as np
 import torch
+import torch.distributed as dist
+
+from reid.cluster import ivf
 
 # Entries of one float32 similarity block (rows x columns): 2**25 entries = 128 MiB.
 _BLOCK_ENTRIES = 2**25
+# ``auto`` switches to the inverted file from this many features on (docs/BENCHMARKS.md, "Clustering at scale").
+AUTO_IVF_MIN_SAMPLES = 50_000
+# Lists each list is joined with (docs/BENCHMARKS.md: recall against the exact search per nprobe).
+DEFAULT_NPROBE = 32
+
+
+@dataclass(frozen=True)
+class KnnMethod:
+    """How :func:`knn_search` finds the neighbours (``cluster.knn*`` in the config).
+
+    Attributes:
+        kind: ``exact`` | ``ivf`` | ``auto`` (ivf from ``AUTO_IVF_MIN_SAMPLES`` features on).
+        nlist: inverted lists; 0: :func:`reid.cluster.ivf.default_nlist` (4·sqrt(N)).
+        nprobe: lists each list is joined with (itself included); 0: ``DEFAULT_NPROBE``.
+        seed: seed of the k-means sample and initialisation.
+    """
+
+    kind: Literal["exact", "ivf", "auto"] = "exact"
+    nlist: int = 0
+    nprobe: int = 0
+    seed: int = 0
+
+    def resolve(self, num_samples: int) -> str:
+        """``exact`` or ``ivf`` for N = ``num_samples``."""
+        if self.kind not in ("exact", "ivf", "auto"):
+            raise ValueError(f"knn kind must be exact, ivf or auto, got {self.kind!r}")
+        if self.kind == "auto":
+            return "ivf" if num_samples >= AUTO_IVF_MIN_SAMPLES else "exact"
+        return self.kind
 
 
 def faiss_gpu_available() -> bool:
@@ -27,14 +70,18 @@ def faiss_gpu_available() -> bool:
     return faiss.get_num_gpus() > 0
 
 
-def knn_search(features: np.ndarray, k: int, use_gpu: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+def knn_search(features: np.ndarray, k: int, use_gpu: bool | None = None, method: KnnMethod | None = None,
+               shard: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Find, for every row of ``features``, its ``k`` most similar rows (itself included).
 
     Args:
-        features: (N, D) float32, L2-normalised rows (not re-normalised here).
+        features: (N, D) float32 (or float16), L2-normalised rows (not re-normalised here).
         k: neighbours per row, 1 <= k <= N. The row itself is one of them, normally at position 0.
-        use_gpu: ``True`` forces a faiss GPU index (error if there is none), ``False`` the CPU,
+        use_gpu: exact search only: ``True`` forces a faiss GPU index (error if there is none), ``False`` the CPU,
             ``None`` picks the GPU when :func:`faiss_gpu_available`.
+        method: exact / ivf / auto and the inverted file's settings; default exact.
+        shard: split the work across the ranks of an initialised torch.distributed job (all ranks call this
+            with the same features); ignored without one, and on GPU.
 
     Returns:
         similarities: (N, k) float32 inner products, each row non-increasing.
@@ -45,20 +92,25 @@ def knn_search(features: np.ndarray, k: int, use_gpu: bool | None = None) -> tup
         >>> knn_search(x, 1)[1].ravel().tolist()
         [0, 1, 2]
     """
-    features = np.ascontiguousarray(features, dtype=np.float32)
+    if features.dtype != np.float16:
+        features = np.ascontiguousarray(features, dtype=np.float32)
     if features.ndim != 2:
         raise ValueError(f"features must be a 2-D (N, D) array, got shape {features.shape}")
     num_samples = features.shape[0]
     if not 1 <= k <= num_samples:
         raise ValueError(f"k must be in [1, N={num_samples}], got k={k}")
+    method = method or KnnMethod()
+    ranks = dist.get_world_size() if shard and dist.is_available() and dist.is_initialized() else 1
+    if method.resolve(num_samples) == "ivf":
+        return _sort_neighbours(*_knn_ivf(features, k, method, ranks))
     if use_gpu is None:
         use_gpu = faiss_gpu_available()
     if use_gpu:
         if not faiss_gpu_available():
             raise RuntimeError("use_gpu=True but faiss has no GPU support or sees no GPU")
-        similarities, indices = _knn_faiss_gpu(features, k)
+        similarities, indices = _knn_faiss_gpu(np.ascontiguousarray(features, dtype=np.float32), k)
     else:
-        similarities, indices = _knn_cpu_symmetric(features, k)
+        similarities, indices = _knn_cpu_symmetric(features, k, ranks)
     return _sort_neighbours(similarities, indices)
 
 
@@ -70,18 +122,22 @@ def _sort_neighbours(similarities: np.ndarray, indices: np.ndarray) -> tuple[np.
     return np.ascontiguousarray(similarities, dtype=np.float32), np.ascontiguousarray(indices, dtype=np.int64)
 
 
-def _knn_cpu_symmetric(features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Blocked exact self-search on the CPU. features (N, D) float32 -> (N, k) float32, (N, k) int64.
+def _knn_cpu_symmetric(features: np.ndarray, k: int, ranks: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Blocked exact self-search on the CPU. features (N, D) -> (N, k) float32, (N, k) int64.
 
     The rows are cut into B blocks of equal size; only the B(B+1)/2 blocks on and above the diagonal of the
     (N, N) similarity matrix are computed (torch matmul), each one feeding faiss's per-row min-heaps of its
-    rows and, transposed, of its columns. Memory: two blocks (<= 128 MiB each) plus O(N k).
+    rows and, transposed, of its columns. Memory: two blocks (<= 128 MiB each) plus O(N k). With ``ranks`` > 1
+    (torch.distributed), rank r computes every ranks-th block and the ranks' lists are merged.
     """
     x = torch.from_numpy(features)
     num_samples = x.shape[0]
     num_blocks = max(1, int(np.ceil(num_samples / np.sqrt(_BLOCK_ENTRIES))))
     block_size = int(np.ceil(num_samples / num_blocks))
     starts = list(range(0, num_samples, block_size))
+    blocks = [(a, b) for position, a in enumerate(starts) for b in starts[position:]]
+    if ranks > 1:
+        blocks = blocks[dist.get_rank() :: ranks]
     # A min-heap per row keeps the k largest similarities seen so far (faiss: k-selection in C++, OpenMP).
     best_sims = np.full((num_samples, k), -np.inf, dtype=np.float32)
     best_ids = np.full((num_samples, k), -1, dtype=np.int64)
@@ -91,17 +147,88 @@ def _knn_cpu_symmetric(features: np.ndarray, k: int) -> tuple[np.ndarray, np.nda
     heaps.heapify()
 
     with torch.inference_mode():
-        for position, a in enumerate(starts):
+        for a, b in blocks:
             rows_a = min(block_size, num_samples - a)
-            for b in starts[position:]:
-                rows_b = min(block_size, num_samples - b)
-                block = (x[a : a + rows_a] @ x[b : b + rows_b].T).contiguous()  # (Ba, Bb) inner products
-                heaps.addn(rows_b, faiss.swig_ptr(block.numpy()), b, a, rows_a)
-                if b != a:  # the same block seen from the rows of b
-                    block = block.T.contiguous()
-                    heaps.addn(rows_a, faiss.swig_ptr(block.numpy()), a, b, rows_b)
+            rows_b = min(block_size, num_samples - b)
+            block = (x[a : a + rows_a].float() @ x[b : b + rows_b].float().T).contiguous()  # (Ba, Bb)
+            heaps.addn(rows_b, faiss.swig_ptr(block.numpy()), b, a, rows_a)
+            if b != a:  # the same block seen from the rows of b
+                block = block.T.contiguous()
+                heaps.addn(rows_a, faiss.swig_ptr(block.numpy()), a, b, rows_b)
     heaps.reorder()
+    if ranks > 1:
+        return ivf.merge_top_k(_all_gather_lists(best_sims, best_ids, ranks), k)
     return best_sims, best_ids
+
+
+def _knn_ivf(features: np.ndarray, k: int, method: KnnMethod, ranks: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inverted-file self-search (:mod:`reid.cluster.ivf`); with ``ranks`` > 1, rank 0's centroids are
+    broadcast, each rank assigns its share of the features and joins its share of the list pairs (balanced by
+    their products' sizes), and the lists are merged. Rows that saw fewer than k candidates (tiny probed lists)
+    are searched exactly."""
+    num_samples = features.shape[0]
+    nlist = method.nlist or ivf.default_nlist(num_samples)
+    nlist = min(nlist, num_samples)
+    if ranks == 1:
+        centroids = ivf.train_centroids(features, nlist, seed=method.seed)
+        list_of = ivf.assign(features, centroids)
+    else:
+        centroids = ivf.train_centroids(features, nlist, seed=method.seed) if dist.get_rank() == 0 else None
+        centroids = _broadcast_array(centroids, (nlist, features.shape[1]))
+        bounds = np.linspace(0, num_samples, ranks + 1).astype(np.int64)
+        rank = dist.get_rank()
+        mine = ivf.assign(features, centroids, rows=(int(bounds[rank]), int(bounds[rank + 1])))
+        list_of = np.concatenate(_all_gather_varying(mine, bounds))
+    inverted = ivf.build_inverted_file(list_of, centroids, method.nprobe or DEFAULT_NPROBE)
+    pairs = inverted.pairs
+    if ranks > 1:
+        pairs = pairs[_balanced_share(inverted.pair_costs(), ranks, dist.get_rank())]
+    sims, ids = ivf.join_lists(features, inverted, k, pairs=pairs)
+    if ranks > 1:
+        sims, ids = ivf.merge_top_k(_all_gather_lists(sims, ids, ranks), k)
+    short = np.flatnonzero((ids < 0).any(axis=1))
+    if short.size:  # a row whose probed lists hold fewer than k features: search it exactly
+        x = torch.from_numpy(np.asarray(features, dtype=np.float32))
+        exact = torch.from_numpy(np.asarray(features[short], dtype=np.float32)) @ x.T
+        top = torch.topk(exact, k, dim=1)
+        sims[short], ids[short] = top.values.numpy(), top.indices.numpy()
+    return sims, ids
+
+
+def _balanced_share(costs: np.ndarray, ranks: int, rank: int) -> slice:
+    """The contiguous range of items (in order) that rank ``rank`` of ``ranks`` takes so that each rank's
+    summed cost is about equal."""
+    cumulative = np.cumsum(costs, dtype=np.float64)
+    total = cumulative[-1] if cumulative.size else 0.0
+    bounds = np.searchsorted(cumulative, total * np.arange(1, ranks) / ranks, side="left")
+    bounds = np.concatenate([[0], bounds, [costs.size]])
+    return slice(int(bounds[rank]), int(bounds[rank + 1]))
+
+
+def _broadcast_array(array: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """Rank 0's float32 ``array`` on every rank (torch.distributed broadcast of a CPU tensor, gloo)."""
+    tensor = torch.from_numpy(array) if array is not None else torch.empty(shape, dtype=torch.float32)
+    dist.broadcast(tensor, src=0)
+    return tensor.numpy()
+
+
+def _all_gather_varying(array: np.ndarray, bounds: np.ndarray) -> list[np.ndarray]:
+    """Every rank's 1-D int64 ``array`` (rank r's holds ``bounds[r + 1] - bounds[r]`` entries), in rank order."""
+    longest = int(np.diff(bounds).max())
+    padded = torch.zeros(longest, dtype=torch.int64)
+    padded[: array.size] = torch.from_numpy(array)
+    gathered = [torch.empty_like(padded) for _ in range(len(bounds) - 1)]
+    dist.all_gather(gathered, padded)
+    return [g[: int(bounds[r + 1] - bounds[r])].numpy() for r, g in enumerate(gathered)]
+
+
+def _all_gather_lists(sims: np.ndarray, ids: np.ndarray, ranks: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Every rank's (N, k) candidate lists, in rank order."""
+    all_sims = [torch.empty(sims.shape, dtype=torch.float32) for _ in range(ranks)]
+    all_ids = [torch.empty(ids.shape, dtype=torch.int64) for _ in range(ranks)]
+    dist.all_gather(all_sims, torch.from_numpy(np.ascontiguousarray(sims)))
+    dist.all_gather(all_ids, torch.from_numpy(np.ascontiguousarray(ids)))
+    return [(s.numpy(), i.numpy()) for s, i in zip(all_sims, all_ids)]
 
 
 def _knn_faiss_gpu(features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover

@@ -14,7 +14,8 @@ from sklearn.cluster import DBSCAN
 from sklearn.metrics import normalized_mutual_info_score, silhouette_score
 
 from reid.cluster.camera import CameraNorm, camera_fallback_reason, camera_normalize
-from reid.cluster.jaccard import camera_jaccard_distance, jaccard_distance
+from reid.cluster.jaccard import camera_jaccard_distance, jaccard_distance, l2_normalise
+from reid.cluster.knn import KnnMethod
 from reid.errors import TrainingError
 
 
@@ -51,18 +52,24 @@ def cluster_dbscan(dist: sp.csr_matrix | np.ndarray, eps: float, min_samples: in
 
 
 def compute_eps(dist: sp.csr_matrix | np.ndarray, num_samples: int, rho: float = 1.6e-3) -> float:
-    """UDA_TP eps rule: the mean of the smallest round(rho·N(N-1)/2) distances between pairs i < j.
+    """UDA_TP eps rule: the mean of the M smallest distances between pairs i < j, M = round(rho·N(N-1)/2),
+    taken over the pairs that exist.
 
-    Pairs absent from a sparse ``dist`` count as distance 1, so when fewer pairs are stored than needed the
-    mean is padded with ones. The count is rounded half to even (``np.round``) and is at least 1.
+    The rule's M grows as N², but the pairs at distance < 1 (those the sparse Jaccard distance stores) grow as
+    N·k1: above a few tens of thousands of images M exceeds them. The rule as UDA_TP wrote it then averages in
+    absent pairs at distance 1 and eps drifts towards 1 (0.88 at 100,000 synthetic images); here the mean is
+    over the stored pairs only (all of them when there are fewer than M), a statistic of the k-reciprocal graph
+    that does not drift with N. Where at least M pairs are stored — every dataset of the usual sizes — the value
+    is UDA_TP's exactly. The count is rounded half to even (``np.round``) and is at least 1.
 
     Args:
-        dist: (N, N) distances, sparse (absent = 1) or dense. Only the strict upper triangle is read.
+        dist: (N, N) distances, sparse (absent = 1, never averaged) or dense. Only the strict upper triangle is
+            read.
         num_samples: N, checked against ``dist``.
         rho: fraction of the N(N-1)/2 pairs to average, in (0, 1].
 
     Returns:
-        eps, a float in [0, 1].
+        eps, a float in [0, 1] (1 when no pair below 1 is stored).
     """
     if dist.shape != (num_samples, num_samples):
         raise ValueError(f"dist has shape {dist.shape}, expected ({num_samples}, {num_samples})")
@@ -77,10 +84,11 @@ def compute_eps(dist: sp.csr_matrix | np.ndarray, num_samples: int, rho: float =
         values = upper.data.astype(np.float64)
     else:
         values = np.asarray(dist, dtype=np.float64)[np.triu_indices(num_samples, k=1)]
+    if values.size == 0:
+        return 1.0
     if values.size > top_num:
         values = np.partition(values, top_num - 1)[:top_num]
-    total = values.sum() + (top_num - values.size)  # absent pairs are at distance 1
-    return float(total / top_num)
+    return float(values.mean())
 
 
 def generate_pseudo_labels(
@@ -94,16 +102,22 @@ def generate_pseudo_labels(
     camera_norm: CameraNorm = "none",
     camera_jaccard: bool = False,
     camera_k: tuple[int, int, int, int] = (5, 20, 2, 4),
+    knn: KnnMethod | None = None,
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, dict]:
     """(camera normalisation) -> Jaccard distance (plain or camera-aware) -> eps (UDA_TP rule when ``eps`` is
     None) -> DBSCAN.
 
     Args:
-        features: (N, D) float32 features of the target training images (L2-normalised inside).
+        features: (N, D) float32 (or float16, to halve the memory of large sets) features of the target training
+            images (L2-normalised inside).
         eps: DBSCAN radius in (0, 1), or None to compute it with :func:`compute_eps`.
         k1, k2: see :func:`reid.cluster.jaccard.jaccard_distance`.
         min_samples: DBSCAN core-point size.
         rho: see :func:`compute_eps`.
+        knn: how the plain distance finds the k1 neighbours (:class:`reid.cluster.knn.KnnMethod`; exact by
+            default). ``neighbours``: those neighbours already found for :func:`clustering_features` of these
+            features (a search sharded across ranks); plain distance only.
         camids: (N,) camera ids of the images, or None (no camera information).
         camera_norm: ``none`` | ``center`` | ``standardize``: :func:`reid.cluster.camera.camera_normalize`
             before the distance, statistics from these very images.
@@ -116,7 +130,8 @@ def generate_pseudo_labels(
         labels: (N,) int64, clusters 0..C-1, -1 for outliers.
         info: {"eps": float, "num_clusters": int, "num_outliers": int,
                "cluster_sizes": (C,) int64 array (size of cluster c at index c), "seconds": float,
-               "camera_fallback": str | None, "core": (N,) bool DBSCAN core points}.
+               "camera_fallback": str | None, "core": (N,) bool DBSCAN core points,
+               "seconds_distance", "seconds_eps", "seconds_dbscan": float, the three steps' wall times}.
 
     Raises:
         TrainingError: the eps rule gives 0 or 1 (collapsed features), so DBSCAN cannot run.
@@ -130,7 +145,8 @@ def generate_pseudo_labels(
         k1_intra, k1_inter, k2_intra, k2_inter = camera_k
         dist = camera_jaccard_distance(features, camids, k1_intra, k1_inter, k2_intra, k2_inter)
     else:
-        dist = jaccard_distance(features, k1=k1, k2=k2)
+        dist = jaccard_distance(features, k1=k1, k2=k2, knn=knn, neighbours=neighbours)
+    distance_done = time.perf_counter()
     if eps is None:
         eps = compute_eps(dist, dist.shape[0], rho=rho)
         if not 0 < eps < 1:
@@ -138,18 +154,32 @@ def generate_pseudo_labels(
                 f"degenerate clustering: the eps rule (rho={rho}) gave eps={eps:.6g}, outside (0, 1); "
                 "the features are collapsed (many identical rows) or too few to cluster"
             )
+    eps_done = time.perf_counter()
     labels, core = cluster_dbscan(dist, eps, min_samples=min_samples, return_core=True)
+    end = time.perf_counter()
     cluster_sizes = np.bincount(labels[labels >= 0], minlength=int(labels.max()) + 1 if labels.size else 0)
     info = {
         "eps": float(eps),
         "num_clusters": int(cluster_sizes.size),
         "num_outliers": int(np.count_nonzero(labels < 0)),
         "cluster_sizes": cluster_sizes.astype(np.int64),
-        "seconds": time.perf_counter() - start,
+        "seconds": end - start,
+        "seconds_distance": distance_done - start,
+        "seconds_eps": eps_done - distance_done,
+        "seconds_dbscan": end - eps_done,
         "camera_fallback": fallback,
         "core": core,
     }
     return labels, info
+
+
+def clustering_features(features: np.ndarray, camids: np.ndarray | None = None,
+                        camera_norm: CameraNorm = "none") -> np.ndarray:
+    """The L2-normalised features the plain distance of :func:`generate_pseudo_labels` searches (after the
+    camera normalisation, when it applies): what a search sharded across ranks must be given."""
+    if camera_norm != "none" and camera_fallback_reason(camids) is None:
+        features = camera_normalize(features, camids, camera_norm)
+    return l2_normalise(features)
 
 
 def camera_spread(pseudo_labels: np.ndarray, camids: np.ndarray) -> dict:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from reid import distributed
-from reid.cluster import generate_pseudo_labels
+from reid.cluster import KnnMethod, clustering_features, generate_pseudo_labels, knn_search
 from reid.cluster.camera import camera_fallback_reason, camera_normalize
 from reid.config import ClusterConfig
 from reid.data.loaders import build_test_loader
@@ -97,13 +97,21 @@ class PseudoLabeler:
         """Cluster the current features with DBSCAN radius ``eps`` (None: the automatic rule). Every rank must
         call it; every rank returns rank 0's labels."""
         features = self.extract()
+        c = self.cluster
+        knn = KnnMethod(c.knn, nlist=c.knn_nlist, nprobe=c.knn_nprobe)
+        dtype = np.float16 if c.feature_dtype == "float16" else np.float32
+        neighbours = None
+        if distributed.world_size() > 1 and not c.camera_jaccard:  # every rank searches its share
+            x = clustering_features(features.numpy().astype(dtype, copy=False), self.camids, c.camera_norm)
+            neighbours = knn_search(x, min(c.k1, x.shape[0]), method=knn, shard=True)
+            del x
         labels = core = None
         if distributed.is_main():
-            c = self.cluster
             labels, info = generate_pseudo_labels(
-                features.numpy(), eps, k1=c.k1, k2=c.k2, min_samples=c.min_samples, rho=c.rho, camids=self.camids,
-                camera_norm=c.camera_norm, camera_jaccard=c.camera_jaccard,
-                camera_k=(c.k1_intra, c.k1_inter, c.k2_intra, c.k2_inter))
+                features.numpy().astype(dtype, copy=False), eps, k1=c.k1, k2=c.k2, min_samples=c.min_samples,
+                rho=c.rho, camids=self.camids, camera_norm=c.camera_norm, camera_jaccard=c.camera_jaccard,
+                camera_k=(c.k1_intra, c.k1_inter, c.k2_intra, c.k2_inter),
+                knn=knn, neighbours=neighbours)
             eps, core = float(info["eps"]), info["core"]
             if self.logger is not None:
                 self._log(round_index, info, labels, features)

@@ -1,0 +1,167 @@
+"""Approximate k-NN self-search for large N: an inverted file (IVF) joined with itself list pair by list pair.
+
+Every feature is filed under its nearest of ``nlist`` centroids (spherical k-means, faiss, trained on a seeded
+sample), and each list is searched against its ``nprobe`` nearest lists (itself first). The work is the same as a
+faiss ``IndexIVFFlat`` searched with every feature as a query, but it is organised for a *self*-join:
+
+- the features are reordered list by list, so the members of every list are one contiguous block, and the
+  search of list ``a`` against list ``b`` is one matrix product of two blocks (BLAS), fed to faiss's per-row
+  heaps for ``a``'s rows and, transposed, for ``b``'s rows — each pair of lists is computed once;
+- ``b`` is probed by ``a`` when it is among ``a``'s ``nprobe`` nearest lists by centroid similarity, or the
+  other way round (so the probing is symmetric).
+
+A faiss ``IndexIVFFlat`` scans each query's lists one query at a time (memory-bound: every vector is streamed
+again for every query that probes it); on this project's 2-core machines it was slower than the exact blocked
+search at 20,000 × 2048 with 32 of 565 lists probed (docs/BENCHMARKS.md). The list-pair join keeps the IVF's
+arithmetic (about ``nprobe / nlist`` of the exact search's) at matrix-product speed.
+
+The result is exact for every pair it computes; what it can miss are neighbours filed in lists that neither
+list probes (``recall`` in :mod:`benchmarks.clustering`). Deterministic for a given ``seed`` and thread count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+import torch
+
+# Entries of one float32 similarity block while assigning features to centroids: 2**25 = 128 MiB.
+_BLOCK_ENTRIES = 2**25
+# Features k-means is trained on, per centroid (faiss warns below 39, its own cap is 256: k-means is a large share of the time).
+_TRAIN_POINTS_PER_LIST = 40
+_KMEANS_ITERATIONS = 10
+
+
+def default_nlist(num_samples: int) -> int:
+    """Lists for N features: 4·sqrt(N) (faiss's rule of thumb is 4-16·sqrt(N)), at least 1, at most N / 39."""
+    return int(max(1, min(round(4 * np.sqrt(num_samples)), num_samples // 39)))
+
+
+@dataclass
+class InvertedFile:
+    """Features filed by nearest centroid, and which lists are joined.
+
+    Attributes:
+        order: (N,) int64, the features list by list: ``order[offsets[a]:offsets[a + 1]]`` are the rows of list a.
+        offsets: (nlist + 1,) int64.
+        pairs: (P, 2) int64 list pairs ``(a, b)``, ``a <= b``, to compute (every probed pair once).
+    """
+
+    order: np.ndarray
+    offsets: np.ndarray
+    pairs: np.ndarray
+
+    def pair_costs(self) -> np.ndarray:
+        """(P,) similarities computed per pair, ``|a| x |b|``."""
+        sizes = np.diff(self.offsets)
+        return sizes[self.pairs[:, 0]] * sizes[self.pairs[:, 1]]
+
+
+def train_centroids(features: np.ndarray, nlist: int, seed: int = 0) -> np.ndarray:
+    """Spherical k-means (faiss) on a seeded sample of ``nlist`` x 40 features, 10 iterations. (N, D) -> (nlist, D) float32."""
+    num_samples = features.shape[0]
+    if not 1 <= nlist <= num_samples:
+        raise ValueError(f"nlist must be in [1, N={num_samples}], got nlist={nlist}")
+    rng = np.random.default_rng(seed)
+    size = min(num_samples, nlist * _TRAIN_POINTS_PER_LIST)
+    sample = np.sort(rng.choice(num_samples, size=size, replace=False))
+    train = np.ascontiguousarray(features[sample], dtype=np.float32)
+    kmeans = faiss.Kmeans(features.shape[1], nlist, niter=_KMEANS_ITERATIONS, spherical=True, seed=seed,
+                          max_points_per_centroid=_TRAIN_POINTS_PER_LIST, verbose=False)
+    kmeans.cp.min_points_per_centroid = 1  # the sample is sized above; no warning for small N
+    kmeans.train(train)
+    return np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
+
+
+def assign(features: np.ndarray, centroids: np.ndarray, rows: tuple[int, int] | None = None) -> np.ndarray:
+    """Nearest centroid (inner product; ties to the lower index) of ``features[rows[0]:rows[1]]``. -> int64."""
+    start, stop = rows if rows is not None else (0, features.shape[0])
+    c = torch.from_numpy(centroids)
+    chunk = max(1, _BLOCK_ENTRIES // max(1, centroids.shape[0]))
+    out = np.empty(stop - start, dtype=np.int64)
+    with torch.inference_mode():
+        for a in range(start, stop, chunk):
+            b = min(a + chunk, stop)
+            block = torch.from_numpy(np.asarray(features[a:b], dtype=np.float32)) @ c.T
+            out[a - start : b - start] = torch.argmax(block, dim=1).numpy()
+    return out
+
+
+def build_inverted_file(list_of: np.ndarray, centroids: np.ndarray, nprobe: int) -> InvertedFile:
+    """File each feature under its list, and pick the list pairs to join (``nprobe`` nearest lists each)."""
+    nlist = centroids.shape[0]
+    nprobe = int(min(max(1, nprobe), nlist))
+    order = np.argsort(list_of, kind="stable")
+    offsets = np.searchsorted(list_of[order], np.arange(nlist + 1)).astype(np.int64)
+    similarity = centroids @ centroids.T
+    np.fill_diagonal(similarity, np.inf)  # a list always probes itself first
+    probes = np.argsort(-similarity, axis=1, kind="stable")[:, :nprobe]
+    a = np.repeat(np.arange(nlist), nprobe)
+    b = probes.ravel()
+    pairs = np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1), axis=0)
+    sizes = np.diff(offsets)
+    pairs = pairs[(sizes[pairs[:, 0]] > 0) & (sizes[pairs[:, 1]] > 0)]
+    return InvertedFile(order=order.astype(np.int64), offsets=offsets, pairs=pairs.astype(np.int64))
+
+
+def join_lists(features: np.ndarray, ivf: InvertedFile, k: int,
+               pairs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` over the computed pairs, for every feature. Returns (N, k) float32, (N, k) int64 in *feature*
+    order (not sorted within rows; -inf / -1 where a row saw fewer than k candidates).
+
+    Args:
+        features: (N, D) float32 or float16 (its reordered copy keeps the dtype: half the memory; the products
+            are computed in float32), unit rows.
+        ivf: :func:`build_inverted_file`'s result.
+        pairs: the subset of ``ivf.pairs`` to compute (a rank's share); default all.
+    """
+    pairs = ivf.pairs if pairs is None else pairs
+    num_samples = features.shape[0]
+    dtype = np.float16 if features.dtype == np.float16 else np.float32
+    ordered = torch.from_numpy(np.ascontiguousarray(features[ivf.order], dtype=dtype))
+    best_sims = np.full((num_samples, k), -np.inf, dtype=np.float32)
+    best_ids = np.full((num_samples, k), -1, dtype=np.int64)
+    heaps = faiss.float_minheap_array_t()
+    heaps.nh, heaps.k = num_samples, k
+    heaps.val, heaps.ids = faiss.swig_ptr(best_sims), faiss.swig_ptr(best_ids)
+    heaps.heapify()
+    offsets = ivf.offsets
+    # pairs are sorted by a: list a is multiplied once with all its partners gathered side by side
+    starts = np.flatnonzero(np.r_[True, pairs[1:, 0] != pairs[:-1, 0]])
+    with torch.inference_mode():
+        for first, last in zip(starts, np.r_[starts[1:], len(pairs)]):
+            a = int(pairs[first, 0])
+            partners = pairs[first:last, 1]
+            rows_a = int(offsets[a + 1] - offsets[a])
+            sizes = offsets[partners + 1] - offsets[partners]
+            columns = torch.from_numpy(np.concatenate([np.arange(offsets[b], offsets[b + 1]) for b in partners]))
+            block = (ordered[offsets[a] : offsets[a + 1]].float() @ ordered[columns].float().T).contiguous()
+            ids = columns.numpy()
+            heaps.addn_with_ids(int(block.shape[1]), faiss.swig_ptr(block.numpy()), faiss.swig_ptr(ids), 0,
+                                int(offsets[a]), rows_a)
+            transposed = block.T.contiguous().numpy()  # (sum of partner sizes, rows_a): each partner's rows
+            start = 0
+            for b, size in zip(partners, sizes):
+                if b != a:
+                    heaps.addn(rows_a, faiss.swig_ptr(transposed[start : start + size]), int(offsets[a]),
+                               int(offsets[b]), int(size))
+                start += size
+    # heap rows and ids are positions in the reordered features: back to feature order and feature ids
+    sims = np.empty_like(best_sims)
+    ids = np.empty_like(best_ids)
+    sims[ivf.order] = best_sims
+    found = best_ids >= 0
+    ids[ivf.order] = np.where(found, ivf.order[np.where(found, best_ids, 0)], -1)
+    return sims, ids
+
+
+def merge_top_k(results: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` of several (N, k_i) candidate lists of the same rows (disjoint candidates), by decreasing
+    similarity, equal similarities by increasing id; missing entries (-1) last."""
+    sims = np.concatenate([s for s, _ in results], axis=1)
+    ids = np.concatenate([i for _, i in results], axis=1)
+    sims = np.where(ids >= 0, sims, -np.inf).astype(np.float32)
+    order = np.lexsort((np.where(ids >= 0, ids, np.iinfo(np.int64).max), -sims), axis=-1)[:, :k]
+    return np.take_along_axis(sims, order, axis=1), np.take_along_axis(ids, order, axis=1)

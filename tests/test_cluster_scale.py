@@ -1,0 +1,222 @@
+"""Clustering at scale (issue 17): the inverted-file k-NN, float16 features, the eps rule's per-image cap, and
+the k-NN search sharded across 2 gloo processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+import torch.distributed as dist
+
+from benchmarks.clustering import make_clustered_features
+from reid.cluster import (
+    KnnMethod,
+    cluster_dbscan,
+    clustering_features,
+    compute_eps,
+    generate_pseudo_labels,
+    ivf,
+    knn_search,
+)
+from reid.cluster.jaccard import jaccard_distance, l2_normalise
+from reid.config import load_config
+from reid.errors import ConfigError
+from tests.workers import free_port, run_workers
+
+
+def _brute_force(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k by float64 inner products, ties by index."""
+    sims = x.astype(np.float64) @ x.astype(np.float64).T
+    order = np.lexsort((np.broadcast_to(np.arange(len(x)), sims.shape), -sims), axis=-1)[:, :k]
+    return np.take_along_axis(sims, order, axis=1), order
+
+
+@pytest.fixture(scope="module")
+def clustered() -> tuple[np.ndarray, np.ndarray]:
+    return make_clustered_features(1500, dim=48, num_ids=60, seed=3)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# inverted file
+
+
+def test_ivf_probing_every_list_is_the_exact_search(clustered):
+    x, _ = clustered
+    exact = knn_search(x, 12)
+    approx = knn_search(x, 12, method=KnnMethod("ivf", nlist=15, nprobe=15))
+    np.testing.assert_array_equal(approx[1], exact[1])
+    np.testing.assert_array_equal(approx[0], exact[0])
+
+
+def test_ivf_recall_grows_with_nprobe_and_every_similarity_is_exact(clustered):
+    x, _ = clustered
+    k = 10
+    sims_true, ids_true = _brute_force(x, k)
+    recalls = []
+    for nprobe in (1, 2, 4, 8, 16, 30):
+        sims, ids = knn_search(x, k, method=KnnMethod("ivf", nlist=30, nprobe=nprobe))
+        assert (ids[:, 0] == np.arange(len(x))).all()  # itself first: its own list is always joined
+        assert (np.diff(sims, axis=1) <= 0).all()
+        assert all(len(set(row)) == k for row in ids)
+        np.testing.assert_allclose(sims, np.einsum("nd,nkd->nk", x, x[ids]), atol=1e-5)  # a computed pair is exact
+        recalls.append(np.mean((ids[:, :, None] == ids_true[:, None, :]).any(axis=2)))
+    assert recalls == sorted(recalls)  # more lists probed: a superset of pairs
+    assert recalls[0] < 0.9 and recalls[-1] == 1.0
+
+
+def test_inverted_file_pairs_are_the_symmetric_probes():
+    centroids = l2_normalise(np.array([[1, 0], [0.9, 0.1], [0, 1], [-1, 0.05]], dtype=np.float32))
+    list_of = np.array([0, 0, 1, 2, 3, 3, 1])
+    inverted = ivf.build_inverted_file(list_of, centroids, nprobe=2)
+    # nprobe 2: each list joins itself and its nearest other list, and the pairs are made symmetric
+    sims = centroids @ centroids.T
+    np.fill_diagonal(sims, -np.inf)
+    nearest = np.argmax(sims, axis=1)
+    expected = {(a, a) for a in range(4)} | {(min(a, b), max(a, b)) for a, b in enumerate(nearest)}
+    assert {tuple(p) for p in inverted.pairs} == expected
+    np.testing.assert_array_equal(inverted.offsets, [0, 2, 4, 5, 7])
+    np.testing.assert_array_equal(list_of[inverted.order], [0, 0, 1, 1, 2, 3, 3])
+
+
+def test_knn_auto_switches_at_the_measured_size():
+    from reid.cluster.knn import AUTO_IVF_MIN_SAMPLES
+
+    assert KnnMethod("auto").resolve(AUTO_IVF_MIN_SAMPLES - 1) == "exact"
+    assert KnnMethod("auto").resolve(AUTO_IVF_MIN_SAMPLES) == "ivf"
+    assert KnnMethod("exact").resolve(10**9) == "exact"
+    with pytest.raises(ValueError, match="exact, ivf or auto"):
+        KnnMethod("hnsw").resolve(10)
+
+
+def test_merge_top_k_orders_by_similarity_then_index_and_drops_missing():
+    a = (np.array([[0.9, 0.5, -np.inf]], dtype=np.float32), np.array([[4, 2, -1]]))
+    b = (np.array([[0.5, 0.7, 0.1]], dtype=np.float32), np.array([[1, 3, 0]]))
+    sims, ids = ivf.merge_top_k([a, b], 4)
+    np.testing.assert_array_equal(ids, [[4, 3, 1, 2]])
+    np.testing.assert_array_equal(sims, np.array([[0.9, 0.7, 0.5, 0.5]], dtype=np.float32))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# float16 features
+
+
+def test_float16_features_give_the_search_of_their_float32_values(clustered):
+    x, _ = clustered
+    half = l2_normalise(x.astype(np.float16))
+    assert half.dtype == np.float16
+    np.testing.assert_allclose(np.linalg.norm(half.astype(np.float32), axis=1), 1, atol=2e-3)
+    for method in (KnnMethod("exact"), KnnMethod("ivf", nlist=20, nprobe=6)):
+        sims, ids = knn_search(half, 10, method=method)
+        ref_sims, ref_ids = knn_search(half.astype(np.float32), 10, method=method)
+        np.testing.assert_array_equal(ids, ref_ids)
+        np.testing.assert_allclose(sims, ref_sims, atol=1e-6)
+
+
+def test_float16_jaccard_is_close_to_float32(clustered):
+    x, _ = clustered
+    full = jaccard_distance(x, k1=20, k2=6)
+    half = jaccard_distance(x.astype(np.float16), k1=20, k2=6)
+    agree = (abs(full - half) > 0.02).nnz / full.nnz
+    assert agree < 0.02  # float16 rounding moves only near-tied neighbours
+
+
+# ---------------------------------------------------------------------------------------------------------
+# eps rule
+
+
+def _stored(n: int, pairs: list[tuple[int, int, float]]) -> sp.csr_matrix:
+    rows, cols, vals = zip(*pairs)
+    return sp.csr_matrix((np.array(vals, dtype=np.float32), (rows, cols)), shape=(n, n))
+
+
+def test_eps_rule_never_pads_and_is_uda_tp_where_enough_pairs_are_stored():
+    # 6 points, 15 pairs, 5 stored. rho 0.2 -> round(3) = 3 smallest: UDA_TP's value (0.1 + 0.2 + 0.3) / 3.
+    # rho 0.5 -> 8 wanted, 5 stored: the mean of the 5 (UDA_TP's rule would add 3 ones: (1.9 + 3) / 8).
+    d = _stored(6, [(0, 1, 0.1), (2, 3, 0.2), (4, 5, 0.3), (0, 2, 0.6), (1, 3, 0.7)])
+    assert compute_eps(d, 6, rho=0.2) == pytest.approx(0.2)
+    assert compute_eps(d, 6, rho=0.5) == pytest.approx(1.9 / 5)
+    assert compute_eps(sp.csr_matrix((6, 6), dtype=np.float32), 6) == 1.0
+
+
+def test_eps_rule_stays_sane_where_the_uda_tp_rule_pads():
+    # 6,000 images, 255 identities, 512-d: rho 0.05 asks for 150 pairs per image, the distance stores ~39;
+    # padding with ones pushes eps to 0.94 and DBSCAN merges identities; over the stored pairs it does not.
+    x, labels = make_clustered_features(6000, dim=512, num_ids=255, seed=5)
+    dist = jaccard_distance(x, k1=20, k2=6)
+    upper = sp.triu(dist, k=1).data
+    wanted = round(0.05 * 6000 * 5999 / 2)
+    assert upper.size < wanted
+    padded = (upper.sum() + wanted - upper.size) / wanted
+    eps = compute_eps(dist, 6000, rho=0.05)
+    assert eps == pytest.approx(upper.mean())
+    assert eps < padded - 0.1
+
+    def clusters(value: float) -> int:
+        found = cluster_dbscan(dist, value)
+        return len(np.unique(found[found >= 0]))
+
+    assert clusters(eps) == 255 and clusters(padded) < 250
+
+
+# ---------------------------------------------------------------------------------------------------------
+# generate_pseudo_labels with given neighbours, config keys
+
+
+def test_given_neighbours_give_the_same_pseudo_labels(clustered):
+    x, _ = clustered
+    camids = np.arange(len(x)) % 3
+    plain = generate_pseudo_labels(x, None, camids=camids, camera_norm="center")
+    prepared = clustering_features(x, camids, "center")
+    neighbours = knn_search(prepared, 20)
+    given = generate_pseudo_labels(x, None, camids=camids, camera_norm="center", neighbours=neighbours)
+    np.testing.assert_array_equal(plain[0], given[0])
+    assert plain[1]["eps"] == given[1]["eps"]
+    assert {"seconds_distance", "seconds_eps", "seconds_dbscan"} <= set(given[1])
+
+
+def test_cluster_knn_config_keys_are_validated():
+    cfg = load_config("configs/demo.yaml", overrides=["cluster.knn=ivf", "cluster.knn_nprobe=8",
+                                                      "cluster.feature_dtype=float16"])
+    assert (cfg.cluster.knn, cfg.cluster.knn_nprobe, cfg.cluster.feature_dtype) == ("ivf", 8, "float16")
+    with pytest.raises(ConfigError, match="cluster.knn"):
+        load_config("configs/demo.yaml", overrides=["cluster.knn=hnsw"])
+    with pytest.raises(ConfigError, match="cluster.knn_nprobe"):
+        load_config("configs/demo.yaml", overrides=["cluster.knn_nprobe=-1"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# sharded across 2 gloo processes
+
+
+def _shard_worker(rank: int, port: int, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        x, _ = make_clustered_features(1300, dim=40, num_ids=50, seed=9)
+        results = {}
+        for name, method in (("exact", KnnMethod("exact")), ("ivf", KnnMethod("ivf", nlist=24, nprobe=5))):
+            results[name] = knn_search(x, 15, method=method, shard=True)
+            if rank == 0:
+                results[name + "_single"] = knn_search(x, 15, method=method)
+        neighbours = knn_search(clustering_features(x), 20, shard=True)
+        results["labels"] = generate_pseudo_labels(x, None, neighbours=neighbours)[0]
+        if rank == 0:
+            results["labels_single"] = generate_pseudo_labels(x, None)[0]
+        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ranks_find_the_neighbours_and_pseudo_labels_of_one_process(tmp_path):
+    run_workers(_shard_worker, 2, (free_port(), str(tmp_path)), timeout=120)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    for name in ("exact", "ivf"):
+        single_sims, single_ids = ranks[0][name + "_single"]
+        for r in range(2):
+            np.testing.assert_array_equal(ranks[r][name][1], single_ids)
+            np.testing.assert_array_equal(ranks[r][name][0], single_sims)
+    for r in range(2):
+        np.testing.assert_array_equal(ranks[r]["labels"], ranks[0]["labels_single"])
