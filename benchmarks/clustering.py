@@ -31,6 +31,7 @@ def make_clustered_features(
     seed: int = 0,
     nuisance: float = 1.0,
     with_cameras: bool = False,
+    dtype: type = np.float32,
 ) -> tuple[np.ndarray, ...]:
     """Synthetic features shaped like a ReID training set: identity centres plus noise, L2-normalised.
 
@@ -49,6 +50,7 @@ def make_clustered_features(
         num_ids: identities; default N / 23.5 as in DukeMTMC-reID.
         seed: seed of the generator; the same arguments give the same arrays.
         nuisance: weight t of the camera and pose components (0: identity + isotropic noise only).
+        dtype: of the returned features (float16 halves a million-row set; generated in float32 chunks).
 
     Returns:
         features: (N, D) float32, unit rows. labels: (N,) int64 identity of each row, 0..num_ids-1.
@@ -73,7 +75,7 @@ def make_clustered_features(
     centres = unit(num_ids)
     camera_directions = unit(_NUM_CAMERAS)
     pose_basis = unit(_POSE_DIM)
-    features = np.empty((num_samples, dim), dtype=np.float32)
+    features = np.empty((num_samples, dim), dtype=dtype)
     chunk = 4096  # bounds the temporary arrays
     for start in range(0, num_samples, chunk):
         stop = min(start + chunk, num_samples)

@@ -3,6 +3,8 @@
     python scripts/benchmark.py eval      # Market-sized evaluate_rank vs. a per-query-loop (torchreid-style) baseline
     python scripts/benchmark.py cluster   # Jaccard + eps + DBSCAN at N = 16,522 (and --large: 100,000) x 2048;
                                           # --camera: CA-Jaccard side by side
+    python scripts/benchmark.py cluster --n 100000 --knn ivf   # stage by stage, recall + ARI vs. exact side by side
+    python scripts/benchmark.py cluster --n 1000000 --knn ivf --float16   # (exact only up to --exact-max)
     python scripts/benchmark.py train     # Trainer.train_epoch throughput vs. a bare forward/backward loop
     python scripts/benchmark.py loader    # data-loader images/s on real images
     python scripts/benchmark.py export    # onnxruntime vs. torch CPU images/s on the exported embedding
@@ -36,6 +38,12 @@ def bench_eval(args: argparse.Namespace) -> dict:
 
 def bench_cluster(args: argparse.Namespace) -> dict:
     from benchmarks.clustering import benchmark_clustering
+
+    if args.n:  # at scale (issue 17): stage by stage, recall and ARI against exact where exact is computed
+        from benchmarks.cluster_scale import compare
+
+        return compare(args.n, knn=args.knn, with_exact=args.knn != "exact" and args.n <= args.exact_max,
+                       nlist=args.nlist, nprobe=args.nprobe, float16=args.float16)
 
     sizes = [16522] + ([100000] if args.large else [])
     results = {str(n): benchmark_clustering(n, dim=2048) for n in sizes}
@@ -170,6 +178,13 @@ def main() -> None:
     parser.add_argument("--num-gallery", type=int, default=15913)
     parser.add_argument("--large", action="store_true", help="cluster: also N = 100,000")
     parser.add_argument("--camera", action="store_true", help="cluster: also CA-Jaccard side by side (N = 16,522)")
+    parser.add_argument("--n", type=int, default=0, help="cluster: N synthetic features, stage by stage "
+                        "(benchmarks/cluster_scale.py); exact side by side up to --exact-max")
+    parser.add_argument("--knn", choices=["exact", "ivf", "auto"], default="ivf", help="cluster --n: k-NN search")
+    parser.add_argument("--nlist", type=int, default=0, help="cluster --n: inverted lists (0: 4 sqrt(N))")
+    parser.add_argument("--nprobe", type=int, default=0, help="cluster --n: lists joined per list (0: 32)")
+    parser.add_argument("--float16", action="store_true", help="cluster --n: float16 features")
+    parser.add_argument("--exact-max", type=int, default=100000, help="cluster --n: largest N run exactly too")
     parser.add_argument("--arch", default="resnet50")
     parser.add_argument("--height", type=int, default=256)
     parser.add_argument("--width", type=int, default=128)

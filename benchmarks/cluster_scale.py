@@ -1,0 +1,161 @@
+"""Clustering at scale (issue 17): one clustering round on N synthetic features with a known identity structure,
+stage by stage (k-NN, rest of the Jaccard distance, eps, DBSCAN), with each stage's wall time and peak RSS,
+the k-NN recall against the exact search on a sample of rows, and the pseudo-labels against the identities
+(and against the exact pipeline's, ARI, where that is computed too).
+
+Run from the repository root::
+
+    python scripts/benchmark.py cluster --n 100000 --knn ivf            # side by side with --knn exact
+    python -m benchmarks.cluster_scale --n 100000 --knn ivf --exact      # the same, one JSON
+    python -m benchmarks.cluster_scale --n 1000000 --knn ivf --float16   # exact not computed (half a day)
+
+Each configuration runs in a fresh child process (multiprocessing "spawn"), so its peak memory is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import sys
+import time
+
+import numpy as np
+
+from benchmarks.clustering import _reset_peak_rss, _resident_mb, make_clustered_features
+
+RECALL_QUERIES = 1000
+
+
+def benchmark_scale(num_samples: int, knn: str = "ivf", dim: int = 2048, nlist: int = 0, nprobe: int = 0,
+                    float16: bool = False, seed: int = 0, k1: int = 20, k2: int = 6,
+                    min_samples: int = 4) -> dict:
+    """One round in a child process. Returns the measurements (see :func:`_measure`) and ``labels``."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        return pool.apply(_measure, (num_samples, knn, dim, nlist, nprobe, float16, seed, k1, k2, min_samples))
+
+
+def compare(num_samples: int, knn: str = "ivf", with_exact: bool = True, **kwargs) -> dict:
+    """``knn`` and, when ``with_exact``, the exact pipeline on the same features, one after the other; adds the
+    ARI between their pseudo-labels and the ratios."""
+    from sklearn.metrics import adjusted_rand_score
+
+    result = {knn: benchmark_scale(num_samples, knn=knn, **kwargs)}
+    if with_exact and knn != "exact":
+        result["exact"] = benchmark_scale(num_samples, knn="exact", **kwargs)
+        approx, exact = result[knn], result["exact"]
+        result["ari_vs_exact"] = float(adjusted_rand_score(singletons(exact["labels"]), singletons(approx["labels"])))
+        result["seconds_ratio_vs_exact"] = approx["seconds"] / exact["seconds"]
+    for run in result.values():
+        if isinstance(run, dict):
+            run.pop("labels", None)
+    return result
+
+
+def singletons(labels: np.ndarray) -> np.ndarray:
+    """DBSCAN labels with every outlier (-1) its own cluster, for the adjusted Rand index."""
+    labels = labels.copy()
+    outliers = labels < 0
+    labels[outliers] = labels.max() + 1 + np.arange(np.count_nonzero(outliers))
+    return labels
+
+
+def _stage(timings: dict, name: str, fn, *args, **kwargs):
+    """Run ``fn``; record its wall time and the process's peak RSS while it ran (MiB)."""
+    _reset_peak_rss()
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    timings[f"seconds_{name}"] = time.perf_counter() - start
+    timings[f"peak_rss_mb_{name}"] = _resident_mb("VmHWM")
+    return out
+
+
+def _measure(num_samples: int, knn: str, dim: int, nlist: int, nprobe: int, float16: bool, seed: int, k1: int,
+             k2: int, min_samples: int) -> dict:
+    from sklearn.metrics import adjusted_rand_score
+
+    from reid.cluster import KnnMethod, cluster_dbscan, compute_eps, jaccard_distance, knn_search
+    from reid.cluster.knn import DEFAULT_NPROBE
+    from reid.cluster.pseudo_labels import pseudo_label_quality
+
+    generated = time.perf_counter()
+    features, true_labels = make_clustered_features(num_samples, dim=dim, seed=seed,
+                                                    dtype=np.float16 if float16 else np.float32)
+    generated = time.perf_counter() - generated
+    baseline_mb = _resident_mb("VmRSS")
+    method = KnnMethod(knn, nlist=nlist, nprobe=nprobe, seed=seed)
+    t: dict = {}
+    neighbours = _stage(t, "knn", knn_search, features, k1, method=method)
+    dist = _stage(t, "jaccard_rest", jaccard_distance, features, k1=k1, k2=k2, neighbours=neighbours)
+    eps = _stage(t, "eps", compute_eps, dist, num_samples)
+    labels = _stage(t, "dbscan", cluster_dbscan, dist, eps, min_samples=min_samples)
+
+    # recall@k1 on a seeded sample of rows, against their exact neighbours over all N rows
+    rows = np.sort(np.random.default_rng(seed).choice(num_samples, size=min(RECALL_QUERIES, num_samples),
+                                                      replace=False))
+    exact_ids = _exact_rows(features, rows, k1)
+    found = neighbours[1][rows]
+    recall = float(np.mean((found[:, :, None] == exact_ids[:, None, :]).any(axis=2)))
+    quality = pseudo_label_quality(labels, true_labels)
+    num_clusters = int(labels.max()) + 1
+    return {
+        "num_samples": num_samples, "dim": dim, "knn": method.resolve(num_samples),
+        "nlist": nlist or (None if method.resolve(num_samples) == "exact" else _default_nlist(num_samples)),
+        "nprobe": nprobe or (DEFAULT_NPROBE if method.resolve(num_samples) == "ivf" else None),
+        "float16": float16, "seconds_generate": generated,
+        "seconds": t["seconds_knn"] + t["seconds_jaccard_rest"] + t["seconds_eps"] + t["seconds_dbscan"],
+        **t, "baseline_rss_mb": baseline_mb,
+        "peak_rss_mb": max(v for key, v in t.items() if key.startswith("peak_rss_mb")),
+        "recall_at_k1": recall, "recall_rows": int(rows.size),
+        "eps": float(eps), "nnz": int(dist.nnz), "num_ids": int(true_labels.max()) + 1,
+        "num_clusters": num_clusters, "num_outliers": int(np.count_nonzero(labels < 0)),
+        "ari_vs_identities": float(adjusted_rand_score(true_labels, singletons(labels))),
+        "pairwise_precision": quality["pairwise_precision"], "pairwise_recall": quality["pairwise_recall"],
+        "labels": labels,
+    }
+
+
+def _default_nlist(num_samples: int) -> int:
+    from reid.cluster.ivf import default_nlist
+
+    return default_nlist(num_samples)
+
+
+def _exact_rows(features: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """(len(rows), k) exact top-k indices of ``features[rows]`` over all rows (float32 products, by chunks)."""
+    import torch
+
+    queries = torch.from_numpy(features[rows].astype(np.float32))
+    best = torch.full((rows.size, k), -np.inf)
+    best_ids = torch.full((rows.size, k), -1, dtype=torch.int64)
+    chunk = 65536
+    for start in range(0, features.shape[0], chunk):
+        block = torch.from_numpy(features[start : start + chunk].astype(np.float32))
+        sims = queries @ block.T
+        ids = torch.arange(start, start + block.shape[0]).expand_as(sims)
+        merged = torch.cat([best, sims], dim=1)
+        top = torch.topk(merged, k, dim=1)
+        best_ids = torch.gather(torch.cat([best_ids, ids], dim=1), 1, top.indices)
+        best = top.values
+    return best_ids.numpy()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100000)
+    parser.add_argument("--knn", choices=["exact", "ivf", "auto"], default="ivf")
+    parser.add_argument("--exact", action="store_true", help="also the exact pipeline: ARI and time ratio")
+    parser.add_argument("--nlist", type=int, default=0)
+    parser.add_argument("--nprobe", type=int, default=0)
+    parser.add_argument("--float16", action="store_true")
+    parser.add_argument("--dim", type=int, default=2048)
+    args = parser.parse_args(argv)
+    result = compare(args.n, knn=args.knn, with_exact=args.exact, dim=args.dim, nlist=args.nlist,
+                     nprobe=args.nprobe, float16=args.float16)
+    json.dump(result, sys.stdout, indent=2)
+    print()
+
+
+if __name__ == "__main__":
+    main()
