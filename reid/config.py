@@ -139,12 +139,16 @@ class ClusterConfig:
     k2_intra: int = 2
     k2_inter: int = 4
     # large targets (README "Clustering a large target", docs/BENCHMARKS.md "Clustering at scale"):
-    # how the plain distance finds its k1 neighbours: "exact"; "ivf" (inverted file, approximate: k-means lists,
-    # each joined with its knn_nprobe nearest lists); "auto" (ivf from 50,000 images on). Under torchrun the
-    # search is split across the ranks either way (the camera-aware distance searches on rank 0)
-    knn: Literal["exact", "ivf", "auto"] = "exact"
-    knn_nlist: int = 0                 # inverted lists; 0: 4 sqrt(N)
-    knn_nprobe: int = 0                # lists each list is joined with, itself included; 0: 32
+    # how the plain distance finds its k1 neighbours: "exact"; "projected" (approximate: exact search on a
+    # seeded random projection to knn_dim dimensions for knn_candidates per image, re-ranked on the full
+    # features); "ivf" (approximate: k-means lists, each joined with its knn_nprobe nearest lists; poor recall
+    # when identities are spread in every direction, see the benchmark); "auto" (projected from 50,000 images
+    # on). Under torchrun the search is split across the ranks (the camera-aware distance searches on rank 0)
+    knn: Literal["exact", "projected", "ivf", "auto"] = "exact"
+    knn_dim: int = 0                   # projected: sketch dimensions; 0: 512
+    knn_candidates: int = 0            # projected: candidates re-ranked per image; 0: 2 x k1
+    knn_nlist: int = 0                 # ivf: inverted lists; 0: 4 sqrt(N)
+    knn_nprobe: int = 0                # ivf: lists each list is joined with, itself included; 0: 32
     # dtype of the clustering features: float16 halves their memory (and the inverted file's copy); the
     # products are computed in float32
     feature_dtype: Literal["float32", "float16"] = "float32"
@@ -243,6 +247,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "cluster.rho": (0, 1), "cluster.min_samples": (1, None), "cluster.k1": (2, None), "cluster.k2": (1, None),
     "cluster.k1_intra": (0, None), "cluster.k1_inter": (0, None), "cluster.k2_intra": (0, None),
     "cluster.k2_inter": (0, None), "cluster.knn_nlist": (0, None), "cluster.knn_nprobe": (0, None),
+    "cluster.knn_dim": (0, None), "cluster.knn_candidates": (0, None),
     "adapt.memory_temperature": (1e-6, None), "adapt.memory_momentum": (0, 0.999),
     "adapt.memory_inter_weight": (0, None), "adapt.memory_hard_negatives": (1, None),
     "gds.weight": (0, None), "gds.momentum": (0, 1), "gds.lambda_sigma": (0, None), "gds.lambda_h": (0, None),

@@ -1,8 +1,12 @@
 """k-nearest-neighbour self-search by inner product on L2-normalised features: exact, or an inverted file
 (:mod:`reid.cluster.ivf`) when N is large, optionally sharded across the ranks of a torchrun job.
 
-``KnnMethod`` says which: ``exact`` (below), ``ivf`` (approximate: the neighbours filed in lists that are not
-probed can be missed), or ``auto`` (``ivf`` from ``AUTO_IVF_MIN_SAMPLES`` features on, exact below). With
+``KnnMethod`` says which: ``exact`` (below); ``projected`` (approximate: the exact search on a seeded Gaussian
+random projection of the features to ``dim`` dimensions finds ``candidates`` per row, re-ranked by their exact
+inner products; a Johnson-Lindenstrauss sketch keeps every direction equally, so it does not depend on how the
+identities are laid out); ``ivf`` (approximate: the neighbours filed in lists that are not probed are missed;
+on features whose identities are spread in every direction, k-means lists split them and recall is poor, see
+docs/BENCHMARKS.md); or ``auto`` (``projected`` from ``AUTO_APPROXIMATE_MIN_SAMPLES`` features on). With
 ``shard=True`` inside an initialised torch.distributed job every rank computes its share of the similarity blocks
 (exact) or of the list pairs (ivf) and the ranks' candidate lists are gathered and merged, so every rank gets the
 same lists a single process computes. All ranks must call it together.
@@ -32,8 +36,11 @@ from reid.cluster import ivf
 
 # Entries of one float32 similarity block (rows x columns): 2**25 entries = 128 MiB.
 _BLOCK_ENTRIES = 2**25
-# ``auto`` switches to the inverted file from this many features on (docs/BENCHMARKS.md, "Clustering at scale").
-AUTO_IVF_MIN_SAMPLES = 50_000
+# ``auto`` switches to the projected search from this many features on (docs/BENCHMARKS.md, "Clustering at scale").
+AUTO_APPROXIMATE_MIN_SAMPLES = 50_000
+# The projected search: dimensions of the sketch, and candidates per row as a multiple of k.
+DEFAULT_PROJECTION_DIM = 512
+DEFAULT_CANDIDATES_PER_K = 2
 # Lists each list is joined with (docs/BENCHMARKS.md: recall against the exact search per nprobe).
 DEFAULT_NPROBE = 32
 
@@ -43,23 +50,29 @@ class KnnMethod:
     """How :func:`knn_search` finds the neighbours (``cluster.knn*`` in the config).
 
     Attributes:
-        kind: ``exact`` | ``ivf`` | ``auto`` (ivf from ``AUTO_IVF_MIN_SAMPLES`` features on).
+        kind: ``exact`` | ``projected`` | ``ivf`` | ``auto`` (projected from ``AUTO_APPROXIMATE_MIN_SAMPLES``
+            features on, exact below).
+        dim: projected: sketch dimensions; 0: ``DEFAULT_PROJECTION_DIM`` (a sketch at least as wide as the
+            features is the exact search).
+        candidates: projected: candidates per row re-ranked exactly; 0: ``DEFAULT_CANDIDATES_PER_K`` x k.
         nlist: inverted lists; 0: :func:`reid.cluster.ivf.default_nlist` (4·sqrt(N)).
         nprobe: lists each list is joined with (itself included); 0: ``DEFAULT_NPROBE``.
         seed: seed of the k-means sample and initialisation.
     """
 
-    kind: Literal["exact", "ivf", "auto"] = "exact"
+    kind: Literal["exact", "projected", "ivf", "auto"] = "exact"
+    dim: int = 0
+    candidates: int = 0
     nlist: int = 0
     nprobe: int = 0
     seed: int = 0
 
     def resolve(self, num_samples: int) -> str:
-        """``exact`` or ``ivf`` for N = ``num_samples``."""
-        if self.kind not in ("exact", "ivf", "auto"):
-            raise ValueError(f"knn kind must be exact, ivf or auto, got {self.kind!r}")
+        """``exact``, ``projected`` or ``ivf`` for N = ``num_samples``."""
+        if self.kind not in ("exact", "projected", "ivf", "auto"):
+            raise ValueError(f"knn kind must be exact, projected, ivf or auto, got {self.kind!r}")
         if self.kind == "auto":
-            return "ivf" if num_samples >= AUTO_IVF_MIN_SAMPLES else "exact"
+            return "projected" if num_samples >= AUTO_APPROXIMATE_MIN_SAMPLES else "exact"
         return self.kind
 
 
@@ -101,8 +114,11 @@ def knn_search(features: np.ndarray, k: int, use_gpu: bool | None = None, method
         raise ValueError(f"k must be in [1, N={num_samples}], got k={k}")
     method = method or KnnMethod()
     ranks = dist.get_world_size() if shard and dist.is_available() and dist.is_initialized() else 1
-    if method.resolve(num_samples) == "ivf":
+    kind = method.resolve(num_samples)
+    if kind == "ivf":
         return _sort_neighbours(*_knn_ivf(features, k, method, ranks))
+    if kind == "projected" and (method.dim or DEFAULT_PROJECTION_DIM) < features.shape[1]:
+        return _sort_neighbours(*_knn_projected(features, k, method, shard))
     if use_gpu is None:
         use_gpu = faiss_gpu_available()
     if use_gpu:
@@ -193,6 +209,33 @@ def _knn_ivf(features: np.ndarray, k: int, method: KnnMethod, ranks: int) -> tup
         top = torch.topk(exact, k, dim=1)
         sims[short], ids[short] = top.values.numpy(), top.indices.numpy()
     return sims, ids
+
+
+def _knn_projected(features: np.ndarray, k: int, method: KnnMethod, shard: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Exact search on a seeded Gaussian sketch (N, dim) for ``candidates`` per row, then each row's candidates
+    re-ranked by their inner products on the full features (sharded like the exact search)."""
+    num_samples, full_dim = features.shape
+    dim = method.dim or DEFAULT_PROJECTION_DIM
+    candidates = min(num_samples, max(k, method.candidates or DEFAULT_CANDIDATES_PER_K * k))
+    generator = torch.Generator().manual_seed(method.seed)
+    projection = torch.randn(full_dim, dim, generator=generator) / np.sqrt(dim)
+    sketch = np.empty((num_samples, dim), dtype=np.float32)
+    chunk = max(1, _BLOCK_ENTRIES // full_dim)
+    with torch.inference_mode():
+        for start in range(0, num_samples, chunk):
+            block = torch.from_numpy(np.asarray(features[start : start + chunk], dtype=np.float32))
+            sketch[start : start + chunk] = (block @ projection).numpy()
+    _, candidate_ids = knn_search(sketch, candidates, use_gpu=False, shard=shard)
+    del sketch
+    sims = np.empty(candidate_ids.shape, dtype=np.float32)
+    rows = max(1, 2**23 // (candidates * full_dim))
+    for start in range(0, num_samples, rows):  # gathered (rows, candidates, D) float32: <= 32 MiB
+        ids = candidate_ids[start : start + rows]
+        gathered = np.asarray(features[ids], dtype=np.float32)
+        sims[start : start + rows] = np.einsum("nd,nkd->nk", np.asarray(features[start : start + rows],
+                                                                        dtype=np.float32), gathered)
+    order = np.lexsort((candidate_ids, -sims), axis=-1)[:, :k]
+    return np.take_along_axis(sims, order, axis=1), np.take_along_axis(candidate_ids, order, axis=1)
 
 
 def _balanced_share(costs: np.ndarray, ranks: int, rank: int) -> slice:
