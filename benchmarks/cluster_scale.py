@@ -141,16 +141,89 @@ def _exact_rows(features: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
     return best_ids.numpy()
 
 
+def benchmark_sharded(num_samples: int, knn: str = "exact", ranks: int = 2, dim: int = 2048, seed: int = 0,
+                      k1: int = 20) -> dict:
+    """The k-NN search split across ``ranks`` gloo processes (one thread each) against one process (one thread
+    per rank's worth of cores), side by side: each rank's wall time, and whether every rank got the one-process
+    lists exactly."""
+    import os
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    mp.start_processes(_sharded_rank, args=(ranks, port, num_samples, knn, dim, seed, k1, queue), nprocs=ranks,
+                       join=True, start_method="spawn")
+    per_rank = sorted((queue.get() for _ in range(ranks)), key=lambda r: r["rank"])
+    single = benchmark_single_knn(num_samples, knn, dim, seed, k1, threads=ranks)
+    digest = single.pop("digest")
+    return {"num_samples": num_samples, "dim": dim, "knn": knn, "ranks": ranks, "cpus": os.cpu_count(),
+            "seconds_per_rank": [r["seconds"] for r in per_rank], "seconds_one_process": single["seconds"],
+            "identical_to_one_process": all(r["digest"] == digest for r in per_rank)}
+
+
+def benchmark_single_knn(num_samples: int, knn: str, dim: int, seed: int, k1: int, threads: int) -> dict:
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        return pool.apply(_single_knn, (num_samples, knn, dim, seed, k1, threads))
+
+
+def _single_knn(num_samples: int, knn: str, dim: int, seed: int, k1: int, threads: int) -> dict:
+    import hashlib
+
+    import torch
+
+    from reid.cluster import KnnMethod, knn_search
+
+    torch.set_num_threads(threads)
+    features, _ = make_clustered_features(num_samples, dim=dim, seed=seed)
+    start = time.perf_counter()
+    _, ids = knn_search(features, k1, method=KnnMethod(knn, seed=seed))
+    return {"seconds": time.perf_counter() - start, "digest": hashlib.sha256(ids.tobytes()).hexdigest()}
+
+
+def _sharded_rank(rank: int, ranks: int, port: int, num_samples: int, knn: str, dim: int, seed: int, k1: int,
+                  queue) -> None:
+    import hashlib
+
+    import torch
+    import torch.distributed as dist
+
+    from reid.cluster import KnnMethod, knn_search
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=ranks)
+    try:
+        features, _ = make_clustered_features(num_samples, dim=dim, seed=seed)
+        dist.barrier()
+        start = time.perf_counter()
+        _, ids = knn_search(features, k1, method=KnnMethod(knn, seed=seed), shard=True)
+        queue.put({"rank": rank, "seconds": time.perf_counter() - start,
+                   "digest": hashlib.sha256(ids.tobytes()).hexdigest()})
+    finally:
+        dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100000)
-    parser.add_argument("--knn", choices=["exact", "ivf", "auto"], default="ivf")
+    parser.add_argument("--knn", choices=["exact", "projected", "ivf", "auto"], default="ivf")
     parser.add_argument("--exact", action="store_true", help="also the exact pipeline: ARI and time ratio")
     parser.add_argument("--nlist", type=int, default=0)
     parser.add_argument("--nprobe", type=int, default=0)
     parser.add_argument("--float16", action="store_true")
     parser.add_argument("--dim", type=int, default=2048)
+    parser.add_argument("--ranks", type=int, default=0, help="the k-NN search alone, split across this many gloo "
+                        "processes, side by side with one process")
     args = parser.parse_args(argv)
+    if args.ranks:
+        json.dump(benchmark_sharded(args.n, knn=args.knn, ranks=args.ranks, dim=args.dim), sys.stdout, indent=2)
+        print()
+        return
     result = compare(args.n, knn=args.knn, with_exact=args.exact, dim=args.dim, nlist=args.nlist,
                      nprobe=args.nprobe, float16=args.float16)
     json.dump(result, sys.stdout, indent=2)

@@ -180,7 +180,7 @@ def main() -> None:
     parser.add_argument("--camera", action="store_true", help="cluster: also CA-Jaccard side by side (N = 16,522)")
     parser.add_argument("--n", type=int, default=0, help="cluster: N synthetic features, stage by stage "
                         "(benchmarks/cluster_scale.py); exact side by side up to --exact-max")
-    parser.add_argument("--knn", choices=["exact", "ivf", "auto"], default="ivf", help="cluster --n: k-NN search")
+    parser.add_argument("--knn", choices=["exact", "projected", "ivf", "auto"], default="ivf", help="cluster --n: k-NN search")
     parser.add_argument("--nlist", type=int, default=0, help="cluster --n: inverted lists (0: 4 sqrt(N))")
     parser.add_argument("--nprobe", type=int, default=0, help="cluster --n: lists joined per list (0: 32)")
     parser.add_argument("--float16", action="store_true", help="cluster --n: float16 features")
