@@ -335,3 +335,16 @@ def test_gds_core_pairs_and_gradient_fraction_weight_rule(tiny_domains: Path, fu
     assert load_checkpoint(ruled / "checkpoints" / "final.pt")["core"] is None  # only mid-round states carry it
     last = load_checkpoint(ruled / "checkpoints" / "last.pt")
     assert last["core"] is None or last["core"].dtype == torch.bool
+
+
+def test_large_target_switches_run_a_round_end_to_end(tiny_domains: Path, full_run: Path, tmp_path: Path) -> None:
+    """cluster.knn=projected with float16 clustering features: the round clusters, trains and evaluates; the
+    eps it logs is the rule's value on the distance those neighbours give (in (0, 1))."""
+    source = f"pretrain.checkpoint={full_run / 'checkpoints' / 'source.pt'}"
+    tiny_train(tiny_domains, tmp_path, source, "adapt.rounds=1", "cluster.knn=projected", "cluster.knn_dim=16",
+               "cluster.knn_candidates=30", "cluster.feature_dtype=float16")
+    rows = read_jsonl(tmp_path / "metrics.jsonl")
+    clusters = [r for r in rows if r["kind"] == "cluster"]
+    assert len(clusters) == 1 and 0 < clusters[0]["eps"] < 1 and clusters[0]["num_clusters"] > 1
+    assert [r for r in rows if r["kind"] == "adapt_epoch"]
+    assert (tmp_path / "checkpoints" / "final.pt").is_file()
