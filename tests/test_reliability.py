@@ -592,3 +592,26 @@ def test_a_run_failing_at_start_up_writes_nothing_into_a_fresh_folder(
     line = run_failing(capsys, argv)
     assert line.startswith(message), line
     assert not out.exists() or list(out.rglob("*")) == []  # no events file, no config.yaml, nothing
+
+
+def test_run_logger_log_writes_console_jsonl_and_tensorboard_together(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from reid.engine.logging import read_metrics
+
+    logger = RunLogger(tmp_path, quiet=True)
+    logger.log("adapt_epoch", {"loss": 1.5, "triplet": 0.25}, at=3, line="round 0 epoch 1/1", round=0, step=40)
+    logger.close()
+    assert capsys.readouterr().out.rstrip().endswith("round 0 epoch 1/1 loss 1.5000 triplet 0.2500")
+    (row,) = read_metrics(tmp_path, "adapt_epoch")
+    assert {k: row[k] for k in ("round", "step", "loss", "triplet")} == {"round": 0, "step": 40, "loss": 1.5,
+                                                                          "triplet": 0.25}
+    events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
+    events.Reload()
+    assert sorted(events.Tags()["scalars"]) == ["adapt_epoch/loss", "adapt_epoch/triplet"]
+    (point,) = events.Scalars("adapt_epoch/loss")
+    assert (point.step, point.value) == (3, 1.5)
+    silent = RunLogger(tmp_path / "rank1", enabled=False)
+    silent.log("adapt_epoch", {"loss": 1.0}, at=1, line="x")
+    assert not (tmp_path / "rank1").exists() and capsys.readouterr().out == ""

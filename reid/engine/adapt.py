@@ -183,10 +183,9 @@ class Adaptation:
                             distributed.rank())
             terms = self.trainer.train_epoch(loader, loss_fn, iters, tag=f"round {round_index} epoch {epoch + 1}")
             step = round_index * a.epochs_per_round + epoch + 1
-            self.logger.info(f"round {round_index} epoch {epoch + 1}/{a.epochs_per_round} "
-                             + " ".join(f"{k} {v:.4f}" for k, v in terms.items()))
-            self.logger.record("adapt_epoch", round=round_index, epoch=epoch + 1, step=self.trainer.step, **terms)
-            self.logger.scalars("adapt_epoch", terms, step)
+            self.logger.log("adapt_epoch", terms, at=step,
+                            line=f"round {round_index} epoch {epoch + 1}/{a.epochs_per_round}",
+                            round=round_index, epoch=epoch + 1, step=self.trainer.step)
             if gds_active:
                 log_distance_histograms(self.logger, "gds_batch_distances", self.gds.last_pos_dist.numpy(),
                                         self.gds.last_neg_dist.numpy(), step)

@@ -84,6 +84,14 @@ class RunLogger:
         with open(self.jsonl_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")
 
+    def log(self, kind: str, values: dict[str, float], *, at: int, line: str, **fields: Any) -> None:
+        """One event to all three sinks: ``line`` followed by ``name value`` for each of ``values`` to the
+        console, ``{"kind": kind, **fields, **values}`` to metrics.jsonl, and ``values`` as TensorBoard scalars
+        ``kind/name`` at step ``at``."""
+        self.info(line + " " + " ".join(f"{k} {v:.4f}" for k, v in values.items()))
+        self.record(kind, **fields, **values)
+        self.scalars(kind, values, at)
+
     def scalars(self, prefix: str, values: dict[str, float], step: int) -> None:
         if self.writer is None:
             return

@@ -62,9 +62,8 @@ def run_pretrain(cfg: Config, model: torch.nn.Module, source: ReidDataset, targe
         set_train_epoch(loader, epoch, derive_seed(cfg.seed, "pretrain", epoch, "augment"), distributed.rank())
         terms = trainer.train_epoch(loader, loss_fn, iters, tag=f"pretrain {epoch + 1}/{p.epochs}")
         scheduler.step()
-        logger.info(f"pretrain epoch {epoch + 1}/{p.epochs} " + " ".join(f"{k} {v:.4f}" for k, v in terms.items()))
-        logger.record("pretrain_epoch", epoch=epoch + 1, step=trainer.step, **terms)
-        logger.scalars("pretrain_epoch", terms, epoch + 1)
+        logger.log("pretrain_epoch", terms, at=epoch + 1, line=f"pretrain epoch {epoch + 1}/{p.epochs}",
+                   epoch=epoch + 1, step=trainer.step)
         save(RunState.capture(cfg, model, trainer, stage="pretrain", epoch=epoch + 1), "last.pt")
 
     metrics = {}
