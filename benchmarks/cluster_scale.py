@@ -75,9 +75,15 @@ def _measure(num_samples: int, knn: str, dim: int, nlist: int, nprobe: int, floa
              k2: int, min_samples: int) -> dict:
     from sklearn.metrics import adjusted_rand_score
 
-    from reid.cluster import KnnMethod, cluster_dbscan, compute_eps, jaccard_distance, knn_search
+    from reid.cluster import (
+        KnnMethod,
+        cluster_dbscan,
+        compute_eps,
+        jaccard_distance,
+        knn_search,
+        pseudo_label_quality,
+    )
     from reid.cluster.knn import DEFAULT_NPROBE
-    from reid.cluster.pseudo_labels import pseudo_label_quality
 
     generated = time.perf_counter()
     features, true_labels = make_clustered_features(num_samples, dim=dim, seed=seed,

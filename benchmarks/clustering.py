@@ -138,8 +138,8 @@ def _measure(
     camera_jaccard: bool = False,
 ) -> dict:
     """Body of :func:`benchmark_clustering`, run inside the child process."""
+    from reid.cluster import cluster_dbscan, compute_eps, pseudo_label_quality
     from reid.cluster.jaccard import camera_jaccard_distance, jaccard_distance
-    from reid.cluster.pseudo_labels import cluster_dbscan, compute_eps, pseudo_label_quality
 
     features, true_labels, cameras = make_clustered_features(
         num_samples, dim=dim, num_ids=num_ids, seed=seed, nuisance=nuisance, with_cameras=True

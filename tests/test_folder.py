@@ -1,5 +1,5 @@
 """Tests for reid/data/folder.py (``data.target: folder``) and the label-free clustering signals of each round
-(reid/cluster/pseudo_labels.py ``cluster_separation``, reid/engine/monitor.py ``log_clustering``), with an end-to-end
+(reid/cluster/quality.py ``cluster_separation``, reid/engine/monitor.py ``log_clustering``), with an end-to-end
 adaptation to an unlabelled folder built from real CUHK03 images."""
 
 from __future__ import annotations

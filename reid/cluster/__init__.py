@@ -5,14 +5,12 @@ from __future__ import annotations
 from reid.cluster.jaccard import jaccard_distance
 from reid.cluster.knn import KnnMethod, knn_search
 from reid.cluster.pseudo_labels import (
-    camera_spread,
     cluster_dbscan,
-    cluster_separation,
     clustering_features,
     compute_eps,
     generate_pseudo_labels,
-    pseudo_label_quality,
 )
+from reid.cluster.quality import camera_spread, cluster_separation, pseudo_label_quality
 
 __all__ = [
     "KnnMethod",

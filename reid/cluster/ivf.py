@@ -121,12 +121,7 @@ def join_lists(features: np.ndarray, ivf: InvertedFile, k: int,
     num_samples = features.shape[0]
     dtype = np.float16 if features.dtype == np.float16 else np.float32
     ordered = torch.from_numpy(np.ascontiguousarray(features[ivf.order], dtype=dtype))
-    best_sims = np.full((num_samples, k), -np.inf, dtype=np.float32)
-    best_ids = np.full((num_samples, k), -1, dtype=np.int64)
-    heaps = faiss.float_minheap_array_t()
-    heaps.nh, heaps.k = num_samples, k
-    heaps.val, heaps.ids = faiss.swig_ptr(best_sims), faiss.swig_ptr(best_ids)
-    heaps.heapify()
+    heaps, best_sims, best_ids = row_heaps(num_samples, k)
     offsets = ivf.offsets
     # pairs are sorted by a: list a is multiplied once with all its partners gathered side by side
     starts = np.flatnonzero(np.r_[True, pairs[1:, 0] != pairs[:-1, 0]])
@@ -155,6 +150,18 @@ def join_lists(features: np.ndarray, ivf: InvertedFile, k: int,
     found = best_ids >= 0
     ids[ivf.order] = np.where(found, ivf.order[np.where(found, best_ids, 0)], -1)
     return sims, ids
+
+
+def row_heaps(num_rows: int, k: int) -> tuple[faiss.float_minheap_array_t, np.ndarray, np.ndarray]:
+    """faiss min-heaps keeping, per row, the k largest similarities fed to them (k-selection in C++, OpenMP),
+    and the (num_rows, k) float32 / int64 arrays they live in (-inf / -1 until filled; keep them alive)."""
+    best_sims = np.full((num_rows, k), -np.inf, dtype=np.float32)
+    best_ids = np.full((num_rows, k), -1, dtype=np.int64)
+    heaps = faiss.float_minheap_array_t()
+    heaps.nh, heaps.k = num_rows, k
+    heaps.val, heaps.ids = faiss.swig_ptr(best_sims), faiss.swig_ptr(best_ids)
+    heaps.heapify()
+    return heaps, best_sims, best_ids
 
 
 def merge_top_k(results: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -155,12 +155,7 @@ def _knn_cpu_symmetric(features: np.ndarray, k: int, ranks: int = 1) -> tuple[np
     if ranks > 1:
         blocks = blocks[dist.get_rank() :: ranks]
     # A min-heap per row keeps the k largest similarities seen so far (faiss: k-selection in C++, OpenMP).
-    best_sims = np.full((num_samples, k), -np.inf, dtype=np.float32)
-    best_ids = np.full((num_samples, k), -1, dtype=np.int64)
-    heaps = faiss.float_minheap_array_t()
-    heaps.nh, heaps.k = num_samples, k
-    heaps.val, heaps.ids = faiss.swig_ptr(best_sims), faiss.swig_ptr(best_ids)
-    heaps.heapify()
+    heaps, best_sims, best_ids = ivf.row_heaps(num_samples, k)
 
     with torch.inference_mode():
         for a, b in blocks:
