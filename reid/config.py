@@ -138,19 +138,15 @@ class ClusterConfig:
     k1_inter: int = 20
     k2_intra: int = 2
     k2_inter: int = 4
-    # large targets (README "Clustering a large target", docs/BENCHMARKS.md "Clustering at scale"):
-    # how the plain distance finds its k1 neighbours: "exact"; "projected" (approximate: exact search on a
-    # seeded random projection to knn_dim dimensions for knn_candidates per image, re-ranked on the full
-    # features); "ivf" (approximate: k-means lists, each joined with its knn_nprobe nearest lists; poor recall
-    # when identities are spread in every direction, see the benchmark); "auto" (projected from 50,000 images
-    # on). Under torchrun the search is split across the ranks (the camera-aware distance searches on rank 0)
+    # large targets (README "Clustering a large target"): how the plain distance finds its k1 neighbours:
+    # exact | projected (random-projection candidates, re-ranked) | ivf (k-means lists) | auto (projected from
+    # 50,000 images); split across ranks under torchrun
     knn: Literal["exact", "projected", "ivf", "auto"] = "exact"
     knn_dim: int = 0                   # projected: sketch dimensions; 0: 512
     knn_candidates: int = 0            # projected: candidates re-ranked per image; 0: 2 x k1
     knn_nlist: int = 0                 # ivf: inverted lists; 0: 4 sqrt(N)
     knn_nprobe: int = 0                # ivf: lists each list is joined with, itself included; 0: 32
-    # dtype of the clustering features: float16 halves their memory (and the inverted file's copy); the
-    # products are computed in float32
+    # float16 halves the clustering features' memory; products in float32
     feature_dtype: Literal["float32", "float16"] = "float32"
 
 
