@@ -83,6 +83,7 @@ def _measure(num_samples: int, knn: str, dim: int, nlist: int, nprobe: int, floa
         knn_search,
         pseudo_label_quality,
     )
+    from reid.cluster.ivf import default_nlist
     from reid.cluster.knn import DEFAULT_NPROBE
 
     generated = time.perf_counter()
@@ -91,6 +92,7 @@ def _measure(num_samples: int, knn: str, dim: int, nlist: int, nprobe: int, floa
     generated = time.perf_counter() - generated
     baseline_mb = _resident_mb("VmRSS")
     method = KnnMethod(knn, nlist=nlist, nprobe=nprobe, seed=seed)
+    kind = method.resolve(num_samples)
     t: dict = {}
     neighbours = _stage(t, "knn", knn_search, features, k1, method=method)
     dist = _stage(t, "jaccard_rest", jaccard_distance, features, k1=k1, k2=k2, neighbours=neighbours)
@@ -106,9 +108,9 @@ def _measure(num_samples: int, knn: str, dim: int, nlist: int, nprobe: int, floa
     quality = pseudo_label_quality(labels, true_labels)
     num_clusters = int(labels.max()) + 1
     return {
-        "num_samples": num_samples, "dim": dim, "knn": method.resolve(num_samples),
-        "nlist": nlist or (None if method.resolve(num_samples) == "exact" else _default_nlist(num_samples)),
-        "nprobe": nprobe or (DEFAULT_NPROBE if method.resolve(num_samples) == "ivf" else None),
+        "num_samples": num_samples, "dim": dim, "knn": kind,
+        "nlist": (nlist or default_nlist(num_samples)) if kind == "ivf" else None,
+        "nprobe": (nprobe or DEFAULT_NPROBE) if kind == "ivf" else None,
         "float16": float16, "seconds_generate": generated,
         "seconds": t["seconds_knn"] + t["seconds_jaccard_rest"] + t["seconds_eps"] + t["seconds_dbscan"],
         **t, "baseline_rss_mb": baseline_mb,
@@ -120,12 +122,6 @@ def _measure(num_samples: int, knn: str, dim: int, nlist: int, nprobe: int, floa
         "pairwise_precision": quality["pairwise_precision"], "pairwise_recall": quality["pairwise_recall"],
         "labels": labels,
     }
-
-
-def _default_nlist(num_samples: int) -> int:
-    from reid.cluster.ivf import default_nlist
-
-    return default_nlist(num_samples)
 
 
 def _exact_rows(features: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:

@@ -38,7 +38,7 @@ _GATHER_BYTES = 2**26
 
 def jaccard_distance(
     features: np.ndarray, k1: int = 20, k2: int = 6, use_gpu: bool | None = None, knn: KnnMethod | None = None,
-    shard: bool = False, neighbours: tuple[np.ndarray, np.ndarray] | None = None,
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> sp.csr_matrix:
     """k-reciprocal Jaccard distances between all pairs of ``features``, as SpCL computes them.
 
@@ -47,7 +47,7 @@ def jaccard_distance(
             here.
         k1: neighbourhood size, self included (k1=20 -> self + 19); clipped to N.
         k2: query-expansion size, self included; ``k2=1`` disables it; clipped to ``k1``.
-        use_gpu, knn, shard: passed to :func:`reid.cluster.knn.knn_search` (``use_gpu=None``: GPU when faiss has
+        use_gpu, knn: passed to :func:`reid.cluster.knn.knn_search` (``use_gpu=None``: GPU when faiss has
             one; ``knn=None``: exact search).
         neighbours: the (N, >= k1) similarities and indices :func:`reid.cluster.knn.knn_search` returned for
             these features (e.g. a sharded search all ranks ran); skips the search.
@@ -74,7 +74,7 @@ def jaccard_distance(
     k2 = min(k2, k1)
 
     if neighbours is None:
-        neighbours = knn_search(features, k1, use_gpu=use_gpu, method=knn, shard=shard)
+        neighbours = knn_search(features, k1, use_gpu=use_gpu, method=knn)
     similarities, initial_rank = neighbours[0][:, :k1], neighbours[1][:, :k1]
     expansion = k_reciprocal_expansion(initial_rank, k1, int(np.around(k1 / 2)) + 1)
     weights = _softmax_weights(features, expansion, similarities, initial_rank)

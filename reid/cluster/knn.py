@@ -8,7 +8,8 @@ identities are laid out); ``ivf`` (approximate: the neighbours filed in lists th
 on features whose identities are spread in every direction, k-means lists split them and recall is poor, see
 docs/BENCHMARKS.md); or ``auto`` (``projected`` from ``AUTO_APPROXIMATE_MIN_SAMPLES`` features on). With
 ``shard=True`` inside an initialised torch.distributed job every rank computes its share of the similarity blocks
-(exact) or of the list pairs (ivf) and the ranks' candidate lists are gathered and merged, so every rank gets the
+(exact, and the sketch's search in projected) or of the list pairs (ivf) and the ranks' candidate lists are
+gathered and merged, so every rank gets the
 same lists a single process computes. All ranks must call it together.
 
 Exact search:
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from reid import distributed
 from reid.cluster import ivf
 
 # Entries of one float32 similarity block (rows x columns): 2**25 entries = 128 MiB.
@@ -92,7 +94,7 @@ def knn_search(features: np.ndarray, k: int, use_gpu: bool | None = None, method
         k: neighbours per row, 1 <= k <= N. The row itself is one of them, normally at position 0.
         use_gpu: exact search only: ``True`` forces a faiss GPU index (error if there is none), ``False`` the CPU,
             ``None`` picks the GPU when :func:`faiss_gpu_available`.
-        method: exact / ivf / auto and the inverted file's settings; default exact.
+        method: exact / projected / ivf / auto and their settings (:class:`KnnMethod`); default exact.
         shard: split the work across the ranks of an initialised torch.distributed job (all ranks call this
             with the same features); ignored without one, and on GPU.
 
@@ -113,12 +115,12 @@ def knn_search(features: np.ndarray, k: int, use_gpu: bool | None = None, method
     if not 1 <= k <= num_samples:
         raise ValueError(f"k must be in [1, N={num_samples}], got k={k}")
     method = method or KnnMethod()
-    ranks = dist.get_world_size() if shard and dist.is_available() and dist.is_initialized() else 1
+    ranks = distributed.world_size() if shard else 1
     kind = method.resolve(num_samples)
     if kind == "ivf":
         return _sort_neighbours(*_knn_ivf(features, k, method, ranks))
     if kind == "projected" and (method.dim or DEFAULT_PROJECTION_DIM) < features.shape[1]:
-        return _sort_neighbours(*_knn_projected(features, k, method, shard))
+        return _sort_neighbours(*_knn_projected(features, k, method, shard, use_gpu))
     if use_gpu is None:
         use_gpu = faiss_gpu_available()
     if use_gpu:
@@ -153,7 +155,7 @@ def _knn_cpu_symmetric(features: np.ndarray, k: int, ranks: int = 1) -> tuple[np
     starts = list(range(0, num_samples, block_size))
     blocks = [(a, b) for position, a in enumerate(starts) for b in starts[position:]]
     if ranks > 1:
-        blocks = blocks[dist.get_rank() :: ranks]
+        blocks = blocks[distributed.rank() :: ranks]
     # A min-heap per row keeps the k largest similarities seen so far (faiss: k-selection in C++, OpenMP).
     heaps, best_sims, best_ids = ivf.row_heaps(num_samples, k)
 
@@ -184,16 +186,18 @@ def _knn_ivf(features: np.ndarray, k: int, method: KnnMethod, ranks: int) -> tup
         centroids = ivf.train_centroids(features, nlist, seed=method.seed)
         list_of = ivf.assign(features, centroids)
     else:
-        centroids = ivf.train_centroids(features, nlist, seed=method.seed) if dist.get_rank() == 0 else None
-        centroids = _broadcast_array(centroids, (nlist, features.shape[1]))
+        centroids = ivf.train_centroids(features, nlist, seed=method.seed) if distributed.is_main() else None
+        centroids = distributed.broadcast_object(centroids)
         bounds = np.linspace(0, num_samples, ranks + 1).astype(np.int64)
-        rank = dist.get_rank()
+        rank = distributed.rank()
+        shares: list = [None] * ranks
         mine = ivf.assign(features, centroids, rows=(int(bounds[rank]), int(bounds[rank + 1])))
-        list_of = np.concatenate(_all_gather_varying(mine, bounds))
+        dist.all_gather_object(shares, mine)
+        list_of = np.concatenate(shares)
     inverted = ivf.build_inverted_file(list_of, centroids, method.nprobe or DEFAULT_NPROBE)
     pairs = inverted.pairs
     if ranks > 1:
-        pairs = pairs[_balanced_share(inverted.pair_costs(), ranks, dist.get_rank())]
+        pairs = pairs[_balanced_share(inverted.pair_costs(), ranks, distributed.rank())]
     sims, ids = ivf.join_lists(features, inverted, k, pairs=pairs)
     if ranks > 1:
         sims, ids = ivf.merge_top_k(_all_gather_lists(sims, ids, ranks), k)
@@ -206,9 +210,10 @@ def _knn_ivf(features: np.ndarray, k: int, method: KnnMethod, ranks: int) -> tup
     return sims, ids
 
 
-def _knn_projected(features: np.ndarray, k: int, method: KnnMethod, shard: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Exact search on a seeded Gaussian sketch (N, dim) for ``candidates`` per row, then each row's candidates
-    re-ranked by their inner products on the full features (sharded like the exact search)."""
+def _knn_projected(features: np.ndarray, k: int, method: KnnMethod, shard: bool,
+                   use_gpu: bool | None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact search (:func:`knn_search`, sharded and on GPU as asked) on a seeded Gaussian sketch (N, dim) for
+    ``candidates`` per row, then each row's candidates re-ranked by their inner products on the full features."""
     num_samples, full_dim = features.shape
     dim = method.dim or DEFAULT_PROJECTION_DIM
     candidates = min(num_samples, max(k, method.candidates or DEFAULT_CANDIDATES_PER_K * k))
@@ -220,7 +225,7 @@ def _knn_projected(features: np.ndarray, k: int, method: KnnMethod, shard: bool)
         for start in range(0, num_samples, chunk):
             block = torch.from_numpy(np.asarray(features[start : start + chunk], dtype=np.float32))
             sketch[start : start + chunk] = (block @ projection).numpy()
-    _, candidate_ids = knn_search(sketch, candidates, use_gpu=False, shard=shard)
+    _, candidate_ids = knn_search(sketch, candidates, use_gpu=use_gpu, shard=shard)
     del sketch
     sims = np.empty(candidate_ids.shape, dtype=np.float32)
     rows = max(1, 2**23 // (candidates * full_dim))
@@ -241,23 +246,6 @@ def _balanced_share(costs: np.ndarray, ranks: int, rank: int) -> slice:
     bounds = np.searchsorted(cumulative, total * np.arange(1, ranks) / ranks, side="left")
     bounds = np.concatenate([[0], bounds, [costs.size]])
     return slice(int(bounds[rank]), int(bounds[rank + 1]))
-
-
-def _broadcast_array(array: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
-    """Rank 0's float32 ``array`` on every rank (torch.distributed broadcast of a CPU tensor, gloo)."""
-    tensor = torch.from_numpy(array) if array is not None else torch.empty(shape, dtype=torch.float32)
-    dist.broadcast(tensor, src=0)
-    return tensor.numpy()
-
-
-def _all_gather_varying(array: np.ndarray, bounds: np.ndarray) -> list[np.ndarray]:
-    """Every rank's 1-D int64 ``array`` (rank r's holds ``bounds[r + 1] - bounds[r]`` entries), in rank order."""
-    longest = int(np.diff(bounds).max())
-    padded = torch.zeros(longest, dtype=torch.int64)
-    padded[: array.size] = torch.from_numpy(array)
-    gathered = [torch.empty_like(padded) for _ in range(len(bounds) - 1)]
-    dist.all_gather(gathered, padded)
-    return [g[: int(bounds[r + 1] - bounds[r])].numpy() for r, g in enumerate(gathered)]
 
 
 def _all_gather_lists(sims: np.ndarray, ids: np.ndarray, ranks: int) -> list[tuple[np.ndarray, np.ndarray]]:

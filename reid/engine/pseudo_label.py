@@ -99,16 +99,16 @@ class PseudoLabeler:
         features = self.extract()
         c = self.cluster
         knn = KnnMethod(c.knn, dim=c.knn_dim, candidates=c.knn_candidates, nlist=c.knn_nlist, nprobe=c.knn_nprobe)
-        dtype = np.float16 if c.feature_dtype == "float16" else np.float32
+        clustered = features.numpy().astype(np.float16 if c.feature_dtype == "float16" else np.float32, copy=False)
         neighbours = None
         if distributed.world_size() > 1 and not c.camera_jaccard:  # every rank searches its share
-            x = clustering_features(features.numpy().astype(dtype, copy=False), self.camids, c.camera_norm)
+            x = clustering_features(clustered, self.camids, c.camera_norm)
             neighbours = knn_search(x, min(c.k1, x.shape[0]), method=knn, shard=True)
             del x
         labels = core = None
         if distributed.is_main():
             labels, info = generate_pseudo_labels(
-                features.numpy().astype(dtype, copy=False), eps, k1=c.k1, k2=c.k2, min_samples=c.min_samples,
+                clustered, eps, k1=c.k1, k2=c.k2, min_samples=c.min_samples,
                 rho=c.rho, camids=self.camids, camera_norm=c.camera_norm, camera_jaccard=c.camera_jaccard,
                 camera_k=(c.k1_intra, c.k1_inter, c.k2_intra, c.k2_inter),
                 knn=knn, neighbours=neighbours)
