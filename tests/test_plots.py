@@ -112,3 +112,31 @@ def test_ranked_list_grid_without_any_valid_query_is_an_error(tmp_path):
     paths = write_solid_images(tmp_path, [(0, 0, 0), (9, 9, 9)])
     with pytest.raises(ValueError, match="no query has a true match"):
         plot_ranked_lists(np.array([[0.5]]), [(paths[0], 1, 0)], [(paths[1], 2, 0)], tmp_path / "x.png")
+
+
+def test_query_gallery_distances_follow_the_protocol_and_their_summary_is_hand_computed():
+    """Same-camera true matches and junk (pid -1) gallery images are no pairs; distances are the square roots of
+    the squared distances the ranking uses; the summary metrics.json keeps is their mean / std / count / overlap."""
+    from types import SimpleNamespace
+
+    from reid.engine.evaluate import distance_summary, query_gallery_distances
+
+    test = SimpleNamespace(query=[("q0", 1, 1), ("q1", 2, 1)],
+                           gallery=[("g0", 1, 1), ("g1", 1, 2), ("g2", -1, 2), ("g3", 2, 2)])
+    squared = np.array([[0.01, 0.25, 0.36, 1.00],
+                        [0.64, 1.44, 0.09, 0.16]])
+    pos, neg = query_gallery_distances(squared, test, rerank=False)
+    # q0: g0 same pid + camera (left out), g1 positive 0.5, g2 junk, g3 negative 1.0; q1: g0 0.8, g1 1.2 negative,
+    # g3 positive 0.4
+    np.testing.assert_allclose(pos, [0.5, 0.4])
+    np.testing.assert_allclose(neg, [1.0, 0.8, 1.2])
+    pos_rr, neg_rr = query_gallery_distances(squared, test, rerank=True)  # re-ranked distances: taken as they are
+    np.testing.assert_allclose(pos_rr, [0.25, 0.16])
+    np.testing.assert_allclose(neg_rr, [1.0, 0.64, 1.44])
+    summary = distance_summary(pos, neg)
+    assert summary["pos_count"] == 2 and summary["neg_count"] == 3
+    assert summary["pos_mean"] == pytest.approx(0.45) and summary["pos_std"] == pytest.approx(0.05)
+    assert summary["neg_mean"] == pytest.approx(1.0) and summary["neg_std"] == pytest.approx((0.08 / 3) ** 0.5)
+    assert summary["overlap"] == 0.0  # 0.4-0.5 and 0.8-1.2 share no bin of 50 over [0.4, 1.2]
+    empty = distance_summary(np.array([]), neg)
+    assert empty["pos_count"] == 0 and empty["pos_mean"] is None and empty["overlap"] is None

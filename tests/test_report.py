@@ -220,6 +220,9 @@ def test_eval_script_writes_a_report_with_its_metrics_and_config(tmp_path: Path,
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith(
         f"wrote {out}/metrics.json, cmc.png, distances.png, ranked_lists.png, report.html (")
     metrics = json.loads((out / "metrics.json").read_text())
+    distances = metrics["distances"]  # the figures behind distances.png, kept as numbers
+    assert distances["pos_count"] > 0 and distances["neg_count"] > distances["pos_count"]
+    assert 0.0 <= distances["overlap"] <= 1.0 and 0.0 <= distances["pos_mean"] <= 2.0
     page = parse(out / "report.html")
     expected = [f"{100 * metrics[key]:.1f}" for key in ("R1", "R5", "R10", "mAP", "mINP")]
     assert page.metric_rows[1] == ["synth-b", *expected]

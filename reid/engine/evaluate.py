@@ -101,9 +101,11 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str | None = None, *, dataset: 
             "rerank": rerank, "flip": flip, **result.metrics}
     if result.camera_metrics is not None:
         info["camera_norm"] = {"mode": result.camera_mode, **result.camera_metrics}
+    pos, neg = query_gallery_distances(result.distmat, test, rerank)
+    info["distances"] = distance_summary(pos, neg)
     with open(out / "metrics.json", "w", encoding="utf-8") as handle:
         json.dump(info, handle, indent=2)
-    figures, not_produced = _draw_figures(result, test, name, out, rerank)
+    figures, not_produced = _draw_figures(result, test, name, out, pos, neg)
     report_info = {key: info[key] for key in ("checkpoint", "dataset", "root", "rerank", "flip")}
     report_info.update({
         "query / gallery": f"{len(test.query)} / {len(test.gallery)} images",
@@ -120,25 +122,47 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str | None = None, *, dataset: 
     return EvalReport(info=info, rows=rows, out=out, written=written, not_produced=not_produced)
 
 
-def _draw_figures(result: EvalResult, test: ReidDataset, name: str, out: Path,
-                  rerank: bool) -> tuple[dict[str, Path | None], dict[str, str]]:
-    """CMC curve, query-gallery distance histograms, ranked lists: caption -> PNG path (None when it could not be
-    drawn, e.g. no query has a true match), and caption -> why for those."""
-    from reid.evaluation import plots
-
+def query_gallery_distances(distmat: np.ndarray, test: ReidDataset,
+                            rerank: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(positive, negative) query-gallery distances as the protocol counts them: same-camera true matches and junk
+    gallery images (pid -1) left out. Euclidean distances of the normalised features (the GDS scale; the ranking
+    uses their squares); with ``rerank`` the re-ranked distances as they are."""
     q_pids = np.array([p for _, p, _ in test.query])
     g_pids = np.array([p for _, p, _ in test.gallery])
     q_cams = np.array([c for _, _, c in test.query])
     g_cams = np.array([c for _, _, c in test.gallery])
     same = q_pids[:, None] == g_pids[None, :]
     valid = ~(same & (q_cams[:, None] == g_cams[None, :])) & (g_pids[None, :] != -1)
-    # Euclidean distances of normalised features (the GDS scale), not the squared ones used for ranking
-    dist = np.sqrt(np.maximum(result.distmat, 0)) if not rerank else result.distmat
+    dist = np.sqrt(np.maximum(distmat, 0)) if not rerank else distmat
+    return dist[same & valid], dist[~same & valid]
+
+
+def distance_summary(pos: np.ndarray, neg: np.ndarray) -> dict[str, float | int | None]:
+    """Mean, std and count of each side and the overlap of their histograms (50 shared bins; 0 = separable,
+    1 = identical; None when a side is empty): the figures metrics.json keeps beside distances.png."""
+    from reid.evaluation.plots import histogram_overlap
+
+    summary: dict[str, float | int | None] = {}
+    for side, values in (("pos", pos), ("neg", neg)):
+        values = np.asarray(values, dtype=np.float64)
+        summary[f"{side}_count"] = int(values.size)
+        summary[f"{side}_mean"] = float(values.mean()) if values.size else None
+        summary[f"{side}_std"] = float(values.std()) if values.size else None
+    summary["overlap"] = histogram_overlap(pos, neg)[0] if pos.size and neg.size else None
+    return summary
+
+
+def _draw_figures(result: EvalResult, test: ReidDataset, name: str, out: Path, pos: np.ndarray,
+                  neg: np.ndarray) -> tuple[dict[str, Path | None], dict[str, str]]:
+    """CMC curve, query-gallery distance histograms (``pos`` / ``neg``), ranked lists: caption -> PNG path (None
+    when it could not be drawn, e.g. no query has a true match), and caption -> why for those."""
+    from reid.evaluation import plots
+
     drawings = {
         "CMC curve": lambda: plots.plot_cmc(np.asarray(result.metrics["cmc"]), out / "cmc.png",
                                             title=f"CMC on {name}"),
         "query-gallery distances (green: same identity, red: different)": lambda: plots.plot_distance_histograms(
-            dist[same & valid], dist[~same & valid], out / "distances.png",
+            pos, neg, out / "distances.png",
             title=f"query-gallery distances on {name}"),
         "ranked lists (green frame: true match, red: false)": lambda: plots.plot_ranked_lists(
             result.distmat, test.query, test.gallery, out / "ranked_lists.png"),
