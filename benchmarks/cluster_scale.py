@@ -29,11 +29,14 @@ RECALL_QUERIES = 1000
 
 def benchmark_scale(num_samples: int, knn: str = "ivf", dim: int = 2048, nlist: int = 0, nprobe: int = 0,
                     float16: bool = False, seed: int = 0, k1: int = 20, k2: int = 6,
-                    min_samples: int = 4) -> dict:
-    """One round in a child process. Returns the measurements (see :func:`_measure`) and ``labels``."""
+                    min_samples: int = 4, sketch_dim: int = 0, candidates: int = 0) -> dict:
+    """One round in a child process. Returns the measurements (see :func:`_measure`) and ``labels``.
+    ``sketch_dim`` / ``candidates``: the projected search's ``cluster.knn_dim`` / ``cluster.knn_candidates`` (0:
+    their defaults)."""
     context = multiprocessing.get_context("spawn")
     with context.Pool(1) as pool:
-        return pool.apply(_measure, (num_samples, knn, dim, nlist, nprobe, float16, seed, k1, k2, min_samples))
+        return pool.apply(_measure, (num_samples, knn, dim, nlist, nprobe, float16, seed, k1, k2, min_samples,
+                                     sketch_dim, candidates))
 
 
 def compare(num_samples: int, knn: str = "ivf", with_exact: bool = True, **kwargs) -> dict:
@@ -72,7 +75,7 @@ def _stage(timings: dict, name: str, fn, *args, **kwargs):
 
 
 def _measure(num_samples: int, knn: str, dim: int, nlist: int, nprobe: int, float16: bool, seed: int, k1: int,
-             k2: int, min_samples: int) -> dict:
+             k2: int, min_samples: int, sketch_dim: int = 0, candidates: int = 0) -> dict:
     from sklearn.metrics import adjusted_rand_score
 
     from reid.cluster import (
@@ -84,14 +87,14 @@ def _measure(num_samples: int, knn: str, dim: int, nlist: int, nprobe: int, floa
         pseudo_label_quality,
     )
     from reid.cluster.ivf import default_nlist
-    from reid.cluster.knn import DEFAULT_NPROBE
+    from reid.cluster.knn import DEFAULT_CANDIDATES_PER_K, DEFAULT_NPROBE, DEFAULT_PROJECTION_DIM
 
     generated = time.perf_counter()
     features, true_labels = make_clustered_features(num_samples, dim=dim, seed=seed,
                                                     dtype=np.float16 if float16 else np.float32)
     generated = time.perf_counter() - generated
     baseline_mb = _resident_mb("VmRSS")
-    method = KnnMethod(knn, nlist=nlist, nprobe=nprobe, seed=seed)
+    method = KnnMethod(knn, dim=sketch_dim, candidates=candidates, nlist=nlist, nprobe=nprobe, seed=seed)
     kind = method.resolve(num_samples)
     t: dict = {}
     neighbours = _stage(t, "knn", knn_search, features, k1, method=method)
@@ -111,6 +114,8 @@ def _measure(num_samples: int, knn: str, dim: int, nlist: int, nprobe: int, floa
         "num_samples": num_samples, "dim": dim, "knn": kind,
         "nlist": (nlist or default_nlist(num_samples)) if kind == "ivf" else None,
         "nprobe": (nprobe or DEFAULT_NPROBE) if kind == "ivf" else None,
+        "sketch_dim": (sketch_dim or DEFAULT_PROJECTION_DIM) if kind == "projected" else None,
+        "candidates": (candidates or DEFAULT_CANDIDATES_PER_K * k1) if kind == "projected" else None,
         "float16": float16, "seconds_generate": generated,
         "seconds": t["seconds_knn"] + t["seconds_jaccard_rest"] + t["seconds_eps"] + t["seconds_dbscan"],
         **t, "baseline_rss_mb": baseline_mb,
@@ -219,6 +224,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nprobe", type=int, default=0)
     parser.add_argument("--float16", action="store_true")
     parser.add_argument("--dim", type=int, default=2048)
+    parser.add_argument("--sketch-dim", type=int, default=0, help="projected: sketch dimensions (0: 512)")
+    parser.add_argument("--candidates", type=int, default=0, help="projected: candidates per row (0: 2 k1)")
     parser.add_argument("--ranks", type=int, default=0, help="the k-NN search alone, split across this many gloo "
                         "processes, side by side with one process")
     args = parser.parse_args(argv)
@@ -227,7 +234,8 @@ def main(argv: list[str] | None = None) -> None:
         print()
         return
     result = compare(args.n, knn=args.knn, with_exact=args.exact, dim=args.dim, nlist=args.nlist,
-                     nprobe=args.nprobe, float16=args.float16)
+                     nprobe=args.nprobe, float16=args.float16, sketch_dim=args.sketch_dim,
+                     candidates=args.candidates)
     json.dump(result, sys.stdout, indent=2)
     print()
 

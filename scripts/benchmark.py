@@ -43,7 +43,8 @@ def bench_cluster(args: argparse.Namespace) -> dict:
         from benchmarks.cluster_scale import compare
 
         return compare(args.n, knn=args.knn, with_exact=args.knn != "exact" and args.n <= args.exact_max,
-                       nlist=args.nlist, nprobe=args.nprobe, float16=args.float16)
+                       nlist=args.nlist, nprobe=args.nprobe, float16=args.float16, sketch_dim=args.sketch_dim,
+                       candidates=args.candidates)
 
     sizes = [16522] + ([100000] if args.large else [])
     results = {str(n): benchmark_clustering(n, dim=2048) for n in sizes}
@@ -183,6 +184,10 @@ def main() -> None:
     parser.add_argument("--knn", choices=["exact", "projected", "ivf", "auto"], default="ivf", help="cluster --n: k-NN search")
     parser.add_argument("--nlist", type=int, default=0, help="cluster --n: inverted lists (0: 4 sqrt(N))")
     parser.add_argument("--nprobe", type=int, default=0, help="cluster --n: lists joined per list (0: 32)")
+    parser.add_argument("--sketch-dim", type=int, default=0, help="cluster --n --knn projected: sketch dimensions "
+                        "(0: 512, cluster.knn_dim)")
+    parser.add_argument("--candidates", type=int, default=0, help="cluster --n --knn projected: candidates per row "
+                        "re-ranked exactly (0: 2 k1, cluster.knn_candidates)")
     parser.add_argument("--float16", action="store_true", help="cluster --n: float16 features")
     parser.add_argument("--exact-max", type=int, default=100000, help="cluster --n: largest N run exactly too")
     parser.add_argument("--arch", default="resnet50")
