@@ -114,7 +114,7 @@ class AdaptConfig:
     # P x K batches whose K images of a pseudo-identity come from as many cameras as its cluster spans
     camera_balanced: bool = False
     # camera-based BN (Zhuang et al., ECCV 2020): in each training batch every camera's images are normalised
-    # with their own batch statistics (one forward per camera group)
+    # with their own batch statistics (in one forward: reid/models/camera_bn.py)
     camera_bn: bool = False
 
 

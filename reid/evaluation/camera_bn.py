@@ -11,9 +11,9 @@ latter). Two uses:
   statistics are restored afterwards. Used for the clustering features (``cluster.camera_bn``, statistics from
   the unlabelled target-train images) and for the transductive test row (``eval.camera_bn``, statistics from
   each camera's query + gallery images).
-- **Training** (``ReidNet.forward(images, camids)``, :func:`reid.models.reid_net.camera_split_forward`): in a
-  training batch, each camera's images are normalised with their own batch statistics (one forward per camera
-  group, outputs put back in batch order) (``adapt.camera_bn``).
+- **Training** (``ReidNet.forward(images, camids)``, :mod:`reid.models.camera_bn`): in a
+  training batch, each camera's images are normalised with their own batch statistics, in one forward of the whole
+  batch (``adapt.camera_bn``, ``pretrain.camera_bn``).
 
 A camera with fewer than ``min_images`` images keeps the model's statistics (a BN layer after global pooling
 cannot estimate a variance from one image).

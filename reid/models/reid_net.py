@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reid.models.backbones import build_backbone
+from reid.models.camera_bn import camera_groups, per_camera_batch_norm
 
 
 class GeneralizedMeanPooling(nn.Module):
@@ -60,10 +61,11 @@ class ReidNet(nn.Module):
 
     def forward(self, images: torch.Tensor,
                 camids: torch.Tensor | None = None) -> torch.Tensor | dict[str, torch.Tensor]:
-        """``camids`` (train mode only): camera-based BN (Zhuang et al., ECCV 2020): each camera's images are
-        normalised with their own batch statistics, one forward per camera group, outputs in batch order."""
-        if camids is not None and self.training:
-            return camera_split_forward(self._forward, images, camids)
+        """``camids`` (train mode only): camera-based BN (Zhuang et al., ECCV 2020): every BN layer normalises each
+        camera's images with their own batch statistics, in one forward (:mod:`reid.models.camera_bn`)."""
+        if camids is not None and self.training and len(camera_groups(camids)) > 1:
+            with per_camera_batch_norm(self, camids, images.device):
+                return self._forward(images)
         return self._forward(images)
 
     def _forward(self, images: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
@@ -78,32 +80,6 @@ class ReidNet(nn.Module):
         if self.classifier is not None:
             out["logits"] = self.classifier(bn_features)
         return out
-
-
-def camera_split_forward(forward, images: torch.Tensor, camids: torch.Tensor) -> dict[str, torch.Tensor]:
-    """``forward`` (returning a dict of per-image tensors) run on each camera's images separately, so every BN
-    layer normalises a camera with that camera's batch statistics; the outputs are put back in batch order.
-
-    A camera with a single image in the batch cannot be normalised alone (a BN layer after pooling needs two
-    values per channel): such images form one group together, or join the first group if only one is left.
-    """
-    cams = torch.as_tensor(camids).to(images.device)
-    values, inverse, counts = torch.unique(cams, return_inverse=True, return_counts=True)
-    groups = [torch.nonzero(inverse == i).squeeze(1) for i in range(len(values)) if counts[i] >= 2]
-    singles = torch.nonzero(counts[inverse] == 1).squeeze(1)
-    if len(singles) == 1 and groups:
-        groups[0] = torch.cat([groups[0], singles])
-    elif len(singles):
-        groups.append(singles)
-    if len(groups) == 1:
-        return forward(images)
-    outputs: dict[str, torch.Tensor] = {}
-    for index in groups:
-        for key, value in forward(images[index]).items():
-            if key not in outputs:
-                outputs[key] = value.new_zeros((images.shape[0], *value.shape[1:]))
-            outputs[key] = outputs[key].index_copy(0, index, value)
-    return outputs
 
 
 def build_model(arch: str = "resnet50", pretrained: str = "imagenet", last_stride: int = 1, num_classes: int = 0,
