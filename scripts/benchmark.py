@@ -76,8 +76,9 @@ def bench_train(args: argparse.Namespace) -> dict:
     triplet, gds = TripletLoss(0.5), GDSLoss().to(device)
 
     def loss_fn(outputs, pids, camids=None, indices=None):
-        loss_triplet, _ = triplet(outputs["features"], pids)
-        return loss_triplet + gds(outputs["features"], pids), {}
+        loss_triplet, _ = triplet(outputs["before"], pids)
+        loss_gds, _ = gds(outputs["before"], pids)
+        return loss_triplet + loss_gds, {}
 
     amp = device.type == "cuda"
     with tempfile.TemporaryDirectory() as tmp:

@@ -68,13 +68,12 @@ def main() -> None:
     params = [p for p in model.backbone.parameters() if p.requires_grad]
     state = copy.deepcopy(model.state_dict())
 
-    triplet_key = "bn_features" if cfg.adapt.loss_feature == "after" else "features"
     print(f"triplet on the features {cfg.adapt.loss_feature} the BNNeck (adapt.loss_feature)")
     header = ("| GDS-H feature | normalize | mu+ | sd+ | mu- | sd- | triplet | ‖∇ triplet‖ | "
               f"‖∇ GDS-H‖ β={g.momentum} | ratio | ‖∇ GDS-H‖ β=0 | ratio |")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
-    for feature_key in ("features", "bn_features"):
+    for gds_feature in ("before", "after"):
         for normalize in (True, False):
             model.load_state_dict(state)
             model.train()
@@ -83,22 +82,20 @@ def main() -> None:
             gds_fast = GDSLoss(0.0, g.lambda_sigma, g.lambda_h, g.kappa, normalize, g.hard)
             for index, (images, pids) in enumerate(batches):
                 outputs = model(images)
-                out = outputs[feature_key]
+                out = outputs[gds_feature]
                 if index < args.batches:  # warm up the momentum buffers
                     with torch.no_grad():
                         gds_slow(out, pids)
                         gds_fast(out, pids)
                     continue
-                loss_t, _ = triplet(outputs[triplet_key], pids)
-                loss_slow = gds_slow(out, pids)
-                terms = dict(gds_slow.last_terms)
-                loss_fast = gds_fast(out, pids)
+                loss_t, _ = triplet(outputs[cfg.adapt.loss_feature], pids)
+                loss_slow, terms = gds_slow(out, pids)
+                loss_fast, _ = gds_fast(out, pids)
                 rows.append([terms["batch_mu_pos"], terms["batch_var_pos"] ** 0.5, terms["batch_mu_neg"],
                              terms["batch_var_neg"] ** 0.5, float(loss_t.detach()), grad_norm(loss_t, params),
                              grad_norm(loss_slow, params), grad_norm(loss_fast, params)])
             r = np.mean(rows, axis=0)
-            name = "before BNNeck" if feature_key == "features" else "after BNNeck"
-            print(f"| {name} | {normalize} | {r[0]:.3f} | {r[1]:.3f} | {r[2]:.3f} | {r[3]:.3f} | {r[4]:.3f} | "
+            print(f"| {gds_feature} BNNeck | {normalize} | {r[0]:.3f} | {r[1]:.3f} | {r[2]:.3f} | {r[3]:.3f} | {r[4]:.3f} | "
                   f"{r[5]:.3g} | {r[6]:.3g} | {r[6] / r[5]:.3g} | {r[7]:.3g} | {r[7] / r[5]:.3g} |", flush=True)
 
 

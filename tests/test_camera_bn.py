@@ -110,18 +110,18 @@ def test_camera_split_forward_normalises_each_camera_with_its_own_batch_statisti
     out = model(images, camids=camids)
     first = torch.nonzero(camids == 0).squeeze(1)
     alone = model(images[first])
-    for key in ("features", "bn_features", "logits"):
+    for key in ("before", "after", "logits"):
         torch.testing.assert_close(out[key][first], alone[key], **ROUNDING)
     other = images.clone()
     other[camids == 1] = torch.randn(4, 3, 64, 32, dtype=torch.float64) * 3 + 1
-    torch.testing.assert_close(model(other, camids=camids)["features"][first], out["features"][first],
+    torch.testing.assert_close(model(other, camids=camids)["before"][first], out["before"][first],
                                **ROUNDING)
     plain = model(images)
-    assert (plain["features"][first] - out["features"][first]).abs().max() > 1e-3  # the split mattered
+    assert (plain["before"][first] - out["before"][first]).abs().max() > 1e-3  # the split mattered
     out["logits"].sum().backward()
     assert model.backbone.conv1.weight.grad is not None and model.backbone.conv1.weight.grad.abs().sum() > 0
     same = torch.zeros(8, dtype=torch.long)
-    torch.testing.assert_close(model(images, camids=same)["features"], model(images)["features"])
+    torch.testing.assert_close(model(images, camids=same)["before"], model(images)["before"])
     model.eval()  # eval mode ignores camids: the running statistics apply
     torch.testing.assert_close(model(images, camids=camids), model(images))
 
@@ -145,11 +145,11 @@ def test_camera_split_forward_pools_cameras_with_one_image_in_the_batch() -> Non
     torch.manual_seed(0)
     model = build_model(arch="resnet18", pretrained="none").train().double()
     images = torch.randn(6, 3, 64, 32, dtype=torch.float64)
-    out = model(images, camids=torch.tensor([0, 0, 2, 1, 1, 3]))["features"]
-    torch.testing.assert_close(out[[2, 5]], model(images[[2, 5]])["features"], **ROUNDING)
-    torch.testing.assert_close(out[[0, 1]], model(images[[0, 1]])["features"], **ROUNDING)
-    out = model(images[:5], camids=torch.tensor([0, 0, 2, 1, 1]))["features"]
-    torch.testing.assert_close(out[[0, 1, 2]], model(images[[0, 1, 2]])["features"], **ROUNDING)
+    out = model(images, camids=torch.tensor([0, 0, 2, 1, 1, 3]))["before"]
+    torch.testing.assert_close(out[[2, 5]], model(images[[2, 5]])["before"], **ROUNDING)
+    torch.testing.assert_close(out[[0, 1]], model(images[[0, 1]])["before"], **ROUNDING)
+    out = model(images[:5], camids=torch.tensor([0, 0, 2, 1, 1]))["before"]
+    torch.testing.assert_close(out[[0, 1, 2]], model(images[[0, 1, 2]])["before"], **ROUNDING)
 
 
 def _per_group_forwards(model: torch.nn.Module, images: torch.Tensor, groups: list[torch.Tensor]) -> dict:
@@ -176,7 +176,7 @@ def test_one_forward_camera_bn_equals_per_group_forwards_in_outputs_gradients_an
     assert [g.tolist() for g in groups] == [[1, 3, 6, 9, 7], [0, 2, 5, 8], [4, 10, 11]]
     out = model(images, camids=camids)
     expected = _per_group_forwards(reference, images, groups)
-    for key in ("features", "bn_features", "logits"):
+    for key in ("before", "after", "logits"):
         torch.testing.assert_close(out[key], expected[key], **ROUNDING)
     out["logits"].square().sum().backward()
     expected["logits"].square().sum().backward()

@@ -106,10 +106,10 @@ def _train_step(rank: int, world_size: int, port: int, data_root: str, out_dir: 
         triplet = TripletLoss(margin=0.5)
 
         def loss_fn(outputs, pids, camids, indices=None):
-            loss_ce = cross_entropy(outputs["logits"], pids)
-            loss_triplet, stats = triplet(outputs["features"], pids)
+            loss_ce, _ = cross_entropy(outputs["logits"], pids)
+            loss_triplet, stats = triplet(outputs["before"], pids)
             return loss_ce + loss_triplet, {"ce": loss_ce.item(), "triplet": loss_triplet.item(),
-                                            "precision": float(stats["precision"])}
+                                            "precision": stats["precision"]}
 
         terms = trainer.train_epoch(loader, loss_fn, 1, tag="step")
         grads = {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}

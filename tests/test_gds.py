@@ -103,7 +103,7 @@ def test_replay_matches_reference_loss_gradient_and_buffers(settings):
     reference = ReferenceGDS(**settings)
     for step, (features, labels) in enumerate(zip(_batches(), REPLAY_LABELS)):
         features = features.clone().requires_grad_(True)
-        loss = module(features, torch.tensor(labels))
+        loss, terms = module(features, torch.tensor(labels))
         (grad,) = torch.autograd.grad(loss, features)
 
         reference_features = features.detach().double().requires_grad_(True)
@@ -125,10 +125,10 @@ def test_replay_matches_reference_loss_gradient_and_buffers(settings):
             reference.stored["pos"] is not None,
             reference.stored["neg"] is not None,
         ]
-        # logging side channels
-        assert module.last_terms["total"] == pytest.approx(loss.item(), abs=1e-6)
-        assert module.last_terms["num_pos_pairs"] == len(reference_distances["pos"])
-        assert module.last_terms["num_neg_pairs"] == len(reference_distances["neg"])
+        # the stats for logging, and the distances kept for the histograms
+        assert terms["total"] == pytest.approx(loss.item(), abs=1e-6)
+        assert terms["num_pos_pairs"] == len(reference_distances["pos"])
+        assert terms["num_neg_pairs"] == len(reference_distances["neg"])
         expected_pos = torch.tensor(
             [value.item() for value in reference_distances["pos"]], dtype=torch.float32
         )
@@ -139,13 +139,13 @@ def test_replay_matches_reference_loss_gradient_and_buffers(settings):
 def test_first_batch_without_positive_pairs_gives_zero_loss_but_records_negatives():
     module = GDSLoss()
     features = torch.randn(4, 3, generator=torch.Generator().manual_seed(5), requires_grad=True)
-    loss = module(features, torch.tensor([0, 1, 2, 3]))
+    loss, terms = module(features, torch.tensor([0, 1, 2, 3]))
     assert loss.item() == 0.0 and loss.requires_grad
     loss.backward()
     assert torch.equal(features.grad, torch.zeros_like(features))
     assert module.initialized.tolist() == [False, True]
     assert math.isnan(module.mu_pos.item()) and not math.isnan(module.mu_neg.item())
-    assert math.isnan(module.last_terms["batch_mu_pos"]) and module.last_terms["num_pos_pairs"] == 0
+    assert math.isnan(terms["batch_mu_pos"]) and terms["num_pos_pairs"] == 0
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -170,10 +170,10 @@ def _softplus(x: float) -> float:
 def test_hand_computed_two_steps():
     module = GDSLoss(momentum=0.9, lambda_sigma=1.0, lambda_h=1.0, kappa=1.0, normalize=False, hard=True)
 
-    loss = module(HAND_POINTS, HAND_LABELS)
+    loss, terms = module(HAND_POINTS, HAND_LABELS)
     expected_gds, expected_h = _softplus(2.0) + 1.0, _softplus(3.0 + 1e-6)
-    assert module.last_terms["l_gds"] == pytest.approx(expected_gds, abs=1e-5)
-    assert module.last_terms["l_h"] == pytest.approx(expected_h, abs=1e-5)
+    assert terms["l_gds"] == pytest.approx(expected_gds, abs=1e-5)
+    assert terms["l_h"] == pytest.approx(expected_h, abs=1e-5)
     assert loss.item() == pytest.approx(expected_gds + expected_h, abs=1e-5)
     assert [
         module.mu_pos.item(),
@@ -182,9 +182,9 @@ def test_hand_computed_two_steps():
         module.var_neg.item(),
     ] == pytest.approx([7.0, 1.0, 5.0, 0.0], abs=1e-5)
 
-    loss = module(HAND_POINTS / 2, HAND_LABELS)
-    assert module.last_terms["batch_mu_pos"] == pytest.approx(3.5, abs=1e-6)
-    assert module.last_terms["batch_var_pos"] == pytest.approx(0.25, abs=1e-6)
+    loss, terms = module(HAND_POINTS / 2, HAND_LABELS)
+    assert terms["batch_mu_pos"] == pytest.approx(3.5, abs=1e-6)
+    assert terms["batch_var_pos"] == pytest.approx(0.25, abs=1e-6)
     assert [
         module.mu_pos.item(),
         module.var_pos.item(),
@@ -200,10 +200,10 @@ def test_plain_gds_is_gds_h_without_the_hard_term():
     hard = GDSLoss(momentum=0.9, lambda_h=0.7, hard=True)
     plain = GDSLoss(momentum=0.9, lambda_h=0.7, hard=False)
     for features, labels in zip(_batches(seed=2)[1:3], [[0, 0, 1, 1, 2, 2, 3, 3], [0, 0, 0, 1, 1, 1, 2, 2]]):
-        loss_hard = hard(features, torch.tensor(labels))
-        loss_plain = plain(features, torch.tensor(labels))
-        assert loss_plain.item() == pytest.approx(plain.last_terms["l_gds"], abs=1e-6)
-        assert loss_hard.item() - loss_plain.item() == pytest.approx(0.7 * hard.last_terms["l_h"], abs=1e-5)
+        loss_hard, hard_terms = hard(features, torch.tensor(labels))
+        loss_plain, plain_terms = plain(features, torch.tensor(labels))
+        assert loss_plain.item() == pytest.approx(plain_terms["l_gds"], abs=1e-6)
+        assert loss_hard.item() - loss_plain.item() == pytest.approx(0.7 * hard_terms["l_h"], abs=1e-5)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -225,7 +225,7 @@ def test_state_dict_round_trip_restores_buffers_and_continues_identically():
     restored.load_state_dict(torch.load(buffer))
     for name, value in original.state_dict().items():
         assert torch.equal(restored.state_dict()[name], value), name
-    assert restored(batches[2], labels).item() == original(batches[2], labels).item()
+    assert restored(batches[2], labels)[0].item() == original(batches[2], labels)[0].item()
     assert (
         restored.mu_pos.item() == original.mu_pos.item()
         and restored.var_neg.item() == original.var_neg.item()
@@ -239,11 +239,11 @@ def test_eval_mode_computes_the_same_loss_without_writing_buffers():
     module(batches[0], labels)
     before = {name: value.clone() for name, value in module.state_dict().items()}
     module.eval()
-    eval_loss = module(batches[1], labels)
+    eval_loss, _ = module(batches[1], labels)
     for name, value in module.state_dict().items():
         assert torch.equal(value, before[name]), name
     module.train()
-    assert module(batches[1], labels).item() == pytest.approx(eval_loss.item(), abs=1e-7)
+    assert module(batches[1], labels)[0].item() == pytest.approx(eval_loss.item(), abs=1e-7)
     assert module.mu_pos.item() != before["mu_pos"].item()
 
 
@@ -256,9 +256,9 @@ def test_gradient_matches_finite_differences(mining, labels):
     module(torch.randn(len(labels), 4, generator=generator, dtype=torch.float64), labels)
     module.eval()
     features = torch.randn(len(labels), 4, generator=generator, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x: module(x, labels), (features,), eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradcheck(lambda x: module(x, labels)[0], (features,), eps=1e-6, atol=1e-6)
     if mining == "overlap":  # several hard pairs on each side, and pairs left out on each side (5 of 7, 18 of 21)
-        terms = module.last_terms
+        _, terms = module(features, labels)
         assert 1 < terms["num_hard_pos_pairs"] < terms["num_pos_pairs"]
         assert 1 < terms["num_hard_neg_pairs"] < terms["num_neg_pairs"]
 
@@ -310,8 +310,7 @@ def test_overlap_mining_hand_computed_hard_pairs_loss_and_gradient():
     #       -> grad_e = 0.991758 * 0.023018 = 0.022828
     features, labels = _points(0.0, 1.0, 3.5, 1.5, 7.0), torch.tensor([0, 0, 0, 1, 1])
     module = _overlap_module()
-    loss = module(features, labels)
-    terms = module.last_terms
+    loss, terms = module(features, labels)
     assert (terms["num_hard_pos_pairs"], terms["num_hard_neg_pairs"]) == (2, 3)
     assert [terms["hard_mu_pos"], terms["hard_var_pos"], terms["hard_mu_neg"], terms["hard_var_neg"]] == pytest.approx(
         [4.5, 1.0, 4 / 3, 7 / 18], abs=1e-6)
@@ -326,9 +325,9 @@ def test_overlap_mining_hand_computed_hard_pairs_loss_and_gradient():
         2.0, 0.25, 4.0, 1.0]
 
     plain = _overlap_module("none")
-    plain_loss = plain(features, labels)
-    assert plain.last_terms["l_h"] == pytest.approx(0.474077, abs=1e-5)
-    assert "num_hard_pos_pairs" not in plain.last_terms and "hard_mu_pos" not in plain.last_terms
+    plain_loss, plain_terms = plain(features, labels)
+    assert plain_terms["l_h"] == pytest.approx(0.474077, abs=1e-5)
+    assert "num_hard_pos_pairs" not in plain_terms and "hard_mu_pos" not in plain_terms
     assert torch.equal(torch.autograd.grad(plain_loss, features)[0], torch.zeros_like(features))
 
 
@@ -338,31 +337,32 @@ def test_overlap_mining_empty_side_falls_back_to_the_global_statistics():
     #   positives ab = 1, cd = 2 (none > 3); negatives ac = 2, ad = 4, bc = 1, bd = 3 -> hard (< 2.5): 2, 1
     #   m_hn = 1.5, s_hn = 0.5:  L_H = softplus((2 + 0.5) - (1.5 - 0.5)) = softplus(1.5) = 1.701413
     module = _overlap_module()
-    module(_points(0.0, 1.0, 2.0, 4.0), torch.tensor([0, 0, 1, 1]))
-    assert (module.last_terms["num_hard_pos_pairs"], module.last_terms["num_hard_neg_pairs"]) == (0, 2)
-    assert math.isnan(module.last_terms["hard_mu_pos"])
-    assert module.last_terms["l_h"] == pytest.approx(1.701413, abs=1e-5)
+    _, terms = module(_points(0.0, 1.0, 2.0, 4.0), torch.tensor([0, 0, 1, 1]))
+    assert (terms["num_hard_pos_pairs"], terms["num_hard_neg_pairs"]) == (0, 2)
+    assert math.isnan(terms["hard_mu_pos"])
+    assert terms["l_h"] == pytest.approx(1.701413, abs=1e-5)
 
     # no hard negative: a = 0, b = 4 label 0; c = 10, d = 11 label 1
     #   positives ab = 4 (hard), cd = 1; negatives 10, 11, 6, 7 (none < 2.5)
     #   m_hp = 4, v_hp = 0 -> s_hp = sqrt(1e-12) = 1e-6:  L_H = softplus((4 + 1e-6) - (4 - 1)) = 1.313262
     module = _overlap_module()
-    module(_points(0.0, 4.0, 10.0, 11.0), torch.tensor([0, 0, 1, 1]))
-    assert (module.last_terms["num_hard_pos_pairs"], module.last_terms["num_hard_neg_pairs"]) == (1, 0)
-    assert module.last_terms["l_h"] == pytest.approx(1.313262, abs=1e-5)
+    _, terms = module(_points(0.0, 4.0, 10.0, 11.0), torch.tensor([0, 0, 1, 1]))
+    assert (terms["num_hard_pos_pairs"], terms["num_hard_neg_pairs"]) == (1, 0)
+    assert terms["l_h"] == pytest.approx(1.313262, abs=1e-5)
 
     # neither side: a = 0, b = 1 label 0; c = 10, d = 11 label 1 -> exactly the mining="none" loss
     features, labels = _points(0.0, 1.0, 10.0, 11.0), torch.tensor([0, 0, 1, 1])
     mined, plain = _overlap_module(), _overlap_module("none")
-    mined_loss, plain_loss = mined(features, labels), plain(features, labels)
-    assert (mined.last_terms["num_hard_pos_pairs"], mined.last_terms["num_hard_neg_pairs"]) == (0, 0)
+    (mined_loss, mined_terms), (plain_loss, _) = mined(features, labels), plain(features, labels)
+    assert (mined_terms["num_hard_pos_pairs"], mined_terms["num_hard_neg_pairs"]) == (0, 0)
     assert mined_loss.item() == plain_loss.item()
-    assert mined.last_terms["l_h"] == pytest.approx(_softplus(-0.5), abs=1e-6)
+    assert mined_terms["l_h"] == pytest.approx(_softplus(-0.5), abs=1e-6)
 
     # a side never seen: the loss is zero as in mining="none", no hard pair is mined
     fresh = GDSLoss(mining="overlap")
-    assert fresh(torch.randn(4, 3), torch.tensor([0, 1, 2, 3])).item() == 0.0
-    assert fresh.last_terms["num_hard_neg_pairs"] == 0 and math.isnan(fresh.last_terms["hard_mu_neg"])
+    fresh_loss, fresh_terms = fresh(torch.randn(4, 3), torch.tensor([0, 1, 2, 3]))
+    assert fresh_loss.item() == 0.0
+    assert fresh_terms["num_hard_neg_pairs"] == 0 and math.isnan(fresh_terms["hard_mu_neg"])
 
 
 def test_mining_none_is_bit_identical_to_the_default_and_todays_formula():
@@ -371,13 +371,13 @@ def test_mining_none_is_bit_identical_to_the_default_and_todays_formula():
     default, explicit = GDSLoss(momentum=0.8, kappa=1.5), GDSLoss(momentum=0.8, kappa=1.5, mining="none")
     for features, labels in zip(_batches(seed=7), REPLAY_LABELS):
         features = features.clone().requires_grad_(True)
-        loss_default, loss_explicit = default(features, torch.tensor(labels)), explicit(features, torch.tensor(labels))
+        loss_default, default_terms = default(features, torch.tensor(labels))
+        loss_explicit, terms = explicit(features, torch.tensor(labels))
         assert torch.equal(loss_default, loss_explicit)
         if loss_default.requires_grad:
             assert torch.equal(torch.autograd.grad(loss_default, features)[0],
                                torch.autograd.grad(loss_explicit, features)[0])
-        assert default.last_terms.keys() == explicit.last_terms.keys()
-        terms = explicit.last_terms
+        assert default_terms.keys() == terms.keys()
         if not math.isnan(terms["mu_pos"]) and not math.isnan(terms["mu_neg"]):
             expected_h = _softplus((terms["mu_pos"] + 1.5 * math.sqrt(max(terms["var_pos"], 1e-12)))
                                    - (terms["mu_neg"] - 1.5 * math.sqrt(max(terms["var_neg"], 1e-12))))
@@ -419,7 +419,8 @@ def test_gds_loss_with_every_image_confident_equals_the_plain_loss() -> None:
     torch.manual_seed(0)
     features, labels = torch.randn(12, 8), torch.arange(6).repeat_interleave(2)
     plain, masked = GDSLoss(), GDSLoss()
-    torch.testing.assert_close(plain(features, labels), masked(features, labels, torch.ones(12, dtype=torch.bool)))
-    fewer = GDSLoss()
-    fewer(features, labels, torch.arange(12) < 6)
-    assert fewer.last_terms["num_pos_pairs"] == 3 and plain.last_terms["num_pos_pairs"] == 6
+    (plain_loss, plain_terms), (masked_loss, _) = (plain(features, labels),
+                                                   masked(features, labels, torch.ones(12, dtype=torch.bool)))
+    torch.testing.assert_close(plain_loss, masked_loss)
+    _, fewer_terms = GDSLoss()(features, labels, torch.arange(12) < 6)
+    assert fewer_terms["num_pos_pairs"] == 3 and plain_terms["num_pos_pairs"] == 6

@@ -43,14 +43,14 @@ def _worker(rank: int, port: int, out_dir: str, mining: str) -> None:
         records = []
         for features, labels in zip(_global_features(), GLOBAL_LABELS):
             local_features = features[local].clone().requires_grad_(True)
-            loss = module(local_features, torch.tensor(labels[local]))
+            loss, terms = module(local_features, torch.tensor(labels[local]))
             (grad,) = torch.autograd.grad(loss, local_features)
             records.append(
                 {
                     "loss": loss.item(),
                     "grad": grad,
                     "buffers": {name: value.clone() for name, value in module.state_dict().items()},
-                    "terms": dict(module.last_terms),
+                    "terms": terms,
                 }
             )
         torch.save(records, Path(out_dir) / f"rank{rank}.pt")

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reid.losses import CrossEntropyLabelSmooth, TripletLoss, pairwise_euclidean
+from reid.losses import CrossEntropyLabelSmooth, TripletLoss, batch_hard_distances, pairwise_euclidean
 
 # ----------------------------------------------------------------------------------------------------------------
 # pairwise_euclidean
@@ -48,7 +48,7 @@ def test_label_smoothing_cross_entropy_hand_computed():
     # logits (0, 0, ln 2) -> softmax (1/4, 1/4, 1/2). Target 2, eps 0.3, C 3 -> smoothed target (0.1, 0.1, 0.8).
     # loss = -(0.1 ln 1/4 + 0.1 ln 1/4 + 0.8 ln 1/2) = 0.2 ln 4 + 0.8 ln 2 = 1.2 ln 2.
     logits = torch.tensor([[0.0, 0.0, math.log(2.0)]])
-    loss = CrossEntropyLabelSmooth(num_classes=3, epsilon=0.3)(logits, torch.tensor([2]))
+    loss, _ = CrossEntropyLabelSmooth(num_classes=3, epsilon=0.3)(logits, torch.tensor([2]))
     assert loss.item() == pytest.approx(1.2 * math.log(2.0), abs=1e-6)
 
 
@@ -56,8 +56,15 @@ def test_label_smoothing_cross_entropy_is_averaged_over_the_batch():
     # second sample: logits (ln 2, 0, 0) -> softmax (1/2, 1/4, 1/4), target 0 -> again 1.2 ln 2; a third sample
     # with uniform logits gives -ln(1/3) = ln 3 whatever the target.
     logits = torch.tensor([[0.0, 0.0, math.log(2.0)], [math.log(2.0), 0.0, 0.0], [5.0, 5.0, 5.0]])
-    loss = CrossEntropyLabelSmooth(num_classes=3, epsilon=0.3)(logits, torch.tensor([2, 0, 1]))
+    loss, _ = CrossEntropyLabelSmooth(num_classes=3, epsilon=0.3)(logits, torch.tensor([2, 0, 1]))
     assert loss.item() == pytest.approx((2 * 1.2 * math.log(2.0) + math.log(3.0)) / 3, abs=1e-6)
+
+
+def test_label_smoothing_cross_entropy_stats_hold_the_batch_accuracy_as_a_python_float():
+    # top logits: class 2 (target 2, right), class 0 (target 1, wrong), class 1 (target 1, right)
+    logits = torch.tensor([[0.0, 0.0, 1.0], [2.0, 0.0, 0.0], [0.0, 3.0, 0.0]])
+    _, stats = CrossEntropyLabelSmooth(num_classes=3)(logits, torch.tensor([2, 1, 1]))
+    assert stats == {"accuracy": pytest.approx(2 / 3)} and isinstance(stats["accuracy"], float)
 
 
 @pytest.mark.parametrize("epsilon", [0.0, 0.1, 0.5])
@@ -65,7 +72,7 @@ def test_label_smoothing_cross_entropy_equals_torch_label_smoothing(epsilon):
     generator = torch.Generator().manual_seed(1)
     logits = torch.randn(6, 11, generator=generator, dtype=torch.float64, requires_grad=True)
     targets = torch.randint(0, 11, (6,), generator=generator)
-    ours = CrossEntropyLabelSmooth(num_classes=11, epsilon=epsilon)(logits, targets)
+    ours, _ = CrossEntropyLabelSmooth(num_classes=11, epsilon=epsilon)(logits, targets)
     (grad_ours,) = torch.autograd.grad(ours, logits)
     reference = F.cross_entropy(logits, targets, label_smoothing=epsilon)
     (grad_reference,) = torch.autograd.grad(reference, logits)
@@ -96,10 +103,10 @@ def test_batch_hard_triplet_hand_computed_with_margin():
     #   = (11.2 - 3 sqrt2 - sqrt5) / 4
     loss, stats = TripletLoss(margin=0.3)(FOUR_POINTS, FOUR_LABELS)
     assert loss.item() == pytest.approx((11.2 - 3 * SQRT2 - SQRT5) / 4, abs=1e-5)
-    torch.testing.assert_close(stats["d_ap"], torch.tensor([2.0, 2.0, 3.0, 3.0]), atol=1e-5, rtol=0)
-    torch.testing.assert_close(stats["d_an"], torch.tensor([SQRT2, SQRT2, SQRT2, SQRT5]), atol=1e-5, rtol=0)
-    assert stats["precision"].item() == 0.0
-    assert not stats["d_ap"].requires_grad and not stats["d_an"].requires_grad
+    d_ap, d_an = batch_hard_distances(FOUR_POINTS, FOUR_LABELS)
+    torch.testing.assert_close(d_ap, torch.tensor([2.0, 2.0, 3.0, 3.0]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(d_an, torch.tensor([SQRT2, SQRT2, SQRT2, SQRT5]), atol=1e-5, rtol=0)
+    assert stats == {"precision": 0.0} and isinstance(stats["precision"], float)  # python floats, for logging
 
 
 def test_batch_hard_triplet_hand_computed_soft_margin():
@@ -129,7 +136,7 @@ def test_batch_hard_triplet_matches_loop_reference_value_and_gradient():
         terms.append(torch.relu(d_ap - d_an + 0.5))
     reference = torch.stack(terms).mean()
     (reference_grad,) = torch.autograd.grad(reference, reference_points)
-    assert stats["d_ap"].numel() == 7
+    assert batch_hard_distances(points, torch.tensor(labels))[0].numel() == 7
     torch.testing.assert_close(loss, reference, atol=1e-10, rtol=0)
     torch.testing.assert_close(grad, reference_grad, atol=1e-10, rtol=0)
 
@@ -139,7 +146,7 @@ def test_batch_hard_triplet_precision_counts_anchors_with_negative_farther_than_
     points = torch.tensor([[0.0, 0.0], [0.0, 1.0], [10.0, 0.0], [10.0, 1.0]])
     loss, stats = TripletLoss(margin=0.3)(points, FOUR_LABELS)
     assert loss.item() == 0.0
-    assert stats["precision"].item() == 1.0
+    assert stats["precision"] == 1.0
 
 
 def test_batch_hard_triplet_normalize_feature_uses_unit_vectors():
@@ -154,9 +161,9 @@ def test_batch_hard_triplet_normalize_feature_uses_unit_vectors():
 
 def test_batch_hard_triplet_excludes_anchors_without_positive():
     # labels 0, 0, 1, 2: only a0 and a1 have a positive; they give (2.3 - sqrt2) each
-    loss, stats = TripletLoss(margin=0.3)(FOUR_POINTS, torch.tensor([0, 0, 1, 2]))
+    loss, _ = TripletLoss(margin=0.3)(FOUR_POINTS, torch.tensor([0, 0, 1, 2]))
     assert loss.item() == pytest.approx(2.3 - SQRT2, abs=1e-5)
-    assert stats["d_ap"].numel() == 2
+    assert batch_hard_distances(FOUR_POINTS, torch.tensor([0, 0, 1, 2]))[0].numel() == 2
 
 
 @pytest.mark.parametrize("labels", [[0, 0, 0, 0], [0, 1, 2, 3]])
@@ -166,7 +173,7 @@ def test_batch_hard_triplet_without_valid_anchor_is_zero_with_graph(labels):
     assert loss.item() == 0.0
     loss.backward()
     assert torch.equal(points.grad, torch.zeros_like(points))
-    assert stats["d_ap"].numel() == 0 and stats["precision"].item() == 0.0
+    assert batch_hard_distances(points, torch.tensor(labels))[0].numel() == 0 and stats["precision"] == 0.0
 
 
 def test_triplet_rejects_negative_margin():

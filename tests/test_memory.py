@@ -30,11 +30,10 @@ def test_loss_of_one_image_by_hand() -> None:
     # loss = -1.2 + log(e^1.2 + e^1.6 + e^-1.2)
     memory = ClusterMemory(temperature=0.5, momentum=0.5)
     memory.reset(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]))
-    loss = memory(torch.tensor([[3.0, 4.0]]), torch.tensor([0]))
+    loss, stats = memory(torch.tensor([[3.0, 4.0]]), torch.tensor([0]))
     expected = -1.2 + math.log(math.exp(1.2) + math.exp(1.6) + math.exp(-1.2))
     assert loss.item() == pytest.approx(expected, abs=1e-6)
-    assert memory.last_terms["memory"] == pytest.approx(expected, abs=1e-6)
-    assert memory.last_terms["memory_accuracy"] == 0.0  # argmax is cluster 1 (logit 1.6)
+    assert stats == {"accuracy": 0.0}  # argmax is cluster 1 (logit 1.6)
 
 
 def test_loss_of_a_batch_by_hand_is_the_mean_over_images() -> None:
@@ -43,11 +42,11 @@ def test_loss_of_a_batch_by_hand_is_the_mean_over_images() -> None:
     # image b: f = (0, -2) -> e = (0, -1), label 1: logits (0, -1) -> 1 + log(e^0 + e^-1)
     memory = ClusterMemory(temperature=1.0, momentum=0.1)
     memory.reset(torch.tensor([[2.0, 0.0], [0.0, 5.0]]))
-    loss = memory(torch.tensor([[1.0, 0.0], [0.0, -2.0]]), torch.tensor([0, 1]))
+    loss, stats = memory(torch.tensor([[1.0, 0.0], [0.0, -2.0]]), torch.tensor([0, 1]))
     first = -1 + math.log(math.e + 1)
     second = 1 + math.log(1 + math.exp(-1))
     assert loss.item() == pytest.approx((first + second) / 2, abs=1e-6)
-    assert memory.last_terms["memory_accuracy"] == 0.5
+    assert stats["accuracy"] == 0.5
 
 
 def test_loss_equals_cross_entropy_on_independently_computed_logits() -> None:
@@ -57,7 +56,7 @@ def test_loss_equals_cross_entropy_on_independently_computed_logits() -> None:
     labels = torch.randint(0, 7, (10,), generator=generator)
     memory = ClusterMemory(temperature=0.05, momentum=0.2)
     memory.reset(centroids)
-    loss = memory(features, labels)
+    loss, _ = memory(features, labels)
 
     rows = features / features.norm(dim=1, keepdim=True)
     centres = centroids / centroids.norm(dim=1, keepdim=True)
@@ -86,7 +85,7 @@ def test_gradient_wrt_features_matches_float64_autograd_and_the_hand_derived_for
     memory = ClusterMemory(temperature=temperature, momentum=0.3)
     memory.reset(centroids)
     x = features.clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(memory(x, torch.tensor(labels)), x)
+    (grad,) = torch.autograd.grad(memory(x, torch.tensor(labels))[0], x)
 
     reference_x = features.double().requires_grad_(True)
     (reference,) = torch.autograd.grad(_reference_loss(reference_x, centroids.double(), labels, temperature),
@@ -139,7 +138,7 @@ def test_other_centroids_are_unchanged_rows_stay_unit_norm_and_no_gradient_reach
     before = memory.centroids.clone()
     features = torch.randn(8, 4, generator=generator, requires_grad=True)
     labels = torch.tensor([1, 1, 4, 1, 4, 4, 1, 4])
-    loss = memory(features, labels)
+    loss, _ = memory(features, labels)
     loss.backward()
 
     untouched = [0, 2, 3, 5]
@@ -167,11 +166,11 @@ def test_forward_backward_twice_and_two_losses_backward_together_raise_no_in_pla
     inputs, labels = torch.randn(6, 5), torch.tensor([0, 1, 2, 0, 1, 2])
     for _ in range(2):  # forward, backward, forward, backward
         net.zero_grad()
-        memory(net(inputs), labels).backward()
+        memory(net(inputs), labels)[0].backward()
         assert torch.isfinite(net.weight.grad).all()
     # the first loss's graph holds the centroids it used; the update after it must not write into them
-    first = memory(net(inputs), labels)
-    second = memory(net(inputs), labels)
+    first, _ = memory(net(inputs), labels)
+    second, _ = memory(net(inputs), labels)
     (first + second).backward()
     assert first.item() != second.item()
 
@@ -244,7 +243,7 @@ def _ddp_worker(rank: int, port: int, out_dir: str) -> None:
         records = []
         for features, labels in zip(batches, GLOBAL_LABELS):
             x = features[local].clone().requires_grad_(True)
-            loss = memory(x, torch.tensor(labels[local]))
+            loss, _ = memory(x, torch.tensor(labels[local]))
             loss.backward()
             records.append({"loss": loss.item(), "centroids": memory.centroids.clone()})
         torch.save(records, Path(out_dir) / f"rank{rank}.pt")
@@ -265,7 +264,7 @@ def test_two_ranks_hold_the_memory_of_one_process_updating_with_the_global_batch
             local = slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)
             half = ClusterMemory(**SETTINGS)
             half.centroids = reference.centroids.clone()
-            expected_loss = half(features[local], torch.tensor(labels[local])).item()
+            expected_loss = half(features[local], torch.tensor(labels[local]))[0].item()
             assert ranks[rank][step]["loss"] == pytest.approx(expected_loss, abs=1e-6), f"step {step} rank {rank}"
         reversed_order = ClusterMemory(**SETTINGS)
         reversed_order.centroids = reference.centroids.clone()
@@ -305,14 +304,14 @@ def test_camera_memory_loss_by_hand_and_only_the_own_proxy_moves():
     memory = CameraMemory(temperature=1.0, momentum=0.5, inter_weight=0.5, num_hard_negatives=1)
     memory.initialise(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]]),
                       torch.tensor([0, 0, 1, 1]), torch.tensor([1, 2, 1, 2]))
-    loss = memory(torch.tensor([[2.0, 0.0]]), torch.tensor([0]), torch.tensor([1]))
+    loss, stats = memory(torch.tensor([[2.0, 0.0]]), torch.tensor([0]), torch.tensor([1]))
     # intra: over camera 1's proxies p0, p2: -log(e^1 / (e^1 + e^-1))
     intra = -1 + math.log(math.e + math.exp(-1))
     # inter: positives p0, p1; the 1 hardest negative is p3 (logit 0 > -1): softmax over {p0, p1, p3}
     log_z = math.log(math.e + 1 + 1)
     inter = -((1 - log_z) + (0 - log_z)) / 2
-    assert memory.last_terms["memory_intra"] == pytest.approx(intra, abs=1e-6)
-    assert memory.last_terms["memory_inter"] == pytest.approx(inter, abs=1e-6)
+    assert stats["intra"] == pytest.approx(intra, abs=1e-6)
+    assert stats["inter"] == pytest.approx(inter, abs=1e-6)
     assert loss.item() == pytest.approx(intra + 0.5 * inter, abs=1e-6)
     # the image's own proxy (0, cam 1) moved: normalise(0.5 p0 + 0.5 e) = (1, 0); now an off-axis image
     memory(torch.tensor([[0.0, 1.0]]), torch.tensor([0]), torch.tensor([1]))

@@ -31,8 +31,8 @@ def test_train_mode_returns_loss_inputs_and_eval_mode_the_embedding() -> None:
     model = build_model(arch="resnet18", pretrained="none", num_classes=7, embedding_dim=32)
     images = torch.randn(4, 3, 64, 32)
     out = model.train()(images)
-    assert set(out) == {"features", "bn_features", "logits"}
-    assert out["features"].shape == (4, 32) and out["logits"].shape == (4, 7)
+    assert set(out) == {"before", "after", "logits"}
+    assert out["before"].shape == (4, 32) and out["logits"].shape == (4, 7)
     model.eval()
     after = model(images)
     # eval-mode BNNeck uses running statistics: after = (x - running_mean) / sqrt(running_var + eps) * weight

@@ -456,14 +456,14 @@ def test_an_epoch_never_ends_with_non_finite_weights(tmp_path: Path) -> None:
     model = torch.nn.Linear(4, 2)
 
     def forward(images: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"features": model(images.flatten(1))}
+        return {"before": model(images.flatten(1))}
 
     net = torch.nn.Module()
     net.forward = forward
     net.linear = model
 
     def loss_fn(outputs, pids, camids, indices=None):
-        return torch.sqrt(outputs["features"].sum() * 0), {}  # value 0, gradient NaN
+        return torch.sqrt(outputs["before"].sum() * 0), {}  # value 0, gradient NaN
 
     loader = [(torch.randn(2, 1, 2, 2), torch.zeros(2, dtype=torch.long), None, None)]
     trainer = Trainer(net, torch.optim.SGD(net.parameters(), lr=0.1), None, torch.device("cpu"), amp=False,

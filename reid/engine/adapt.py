@@ -82,15 +82,15 @@ class Adaptation:
         self.cfg, self.model, self.target, self.device, self.logger = cfg, model, target, device, logger
         self._save = save
         model.reset_classifier(0)
-        self.feature_key = "bn_features" if a.loss_feature == "after" else "features"
-        self.gds_key = {"auto": self.feature_key, "after": "bn_features", "before": "features"}[g.feature]
+        # the embeddings are keys of the model's training outputs, "before" or "after" the BNNeck: the triplet's
+        # is adapt.loss_feature, the memory's the retrieval embedding model.neck_feat, GDS-H's this one
+        self.gds_feature = a.loss_feature if g.feature == "auto" else g.feature
         self.use_triplet, self.use_memory = a.loss in ("triplet", "both"), a.loss in ("memory", "both")
-        self.memory_key = "bn_features" if cfg.model.neck_feat == "after" else "features"  # the retrieval embedding
         # DDP under torchrun, wrapped after the classifier change; extraction, evaluation and checkpoints use
         # ``model``. When no loss sees the features after the BNNeck, its weight gets no gradient: DDP must know.
-        uses_bnneck = ((self.use_triplet and self.feature_key == "bn_features")
-                       or (g.enabled and g.start_round == 0 and self.gds_key == "bn_features")
-                       or (self.use_memory and self.memory_key == "bn_features"))
+        uses_bnneck = ((self.use_triplet and a.loss_feature == "after")
+                       or (g.enabled and g.start_round == 0 and self.gds_feature == "after")
+                       or (self.use_memory and cfg.model.neck_feat == "after"))
         self.camids = np.array([cam for _, _, cam in target.train])
         no_cameras = camera_fallback_reason(self.camids)
         train_model = distributed.wrap_model(model, device, cfg.sync_bn, find_unused_parameters=not uses_bnneck)
@@ -195,26 +195,27 @@ class Adaptation:
         """The round's loss: ``adapt.loss`` (+ GDS-H when ``gds_active``: ``gds.enabled`` and this round >=
         ``gds.start_round``; in warm-up rounds it is not called and nothing of it is logged). ``core``: per image
         of the loader, whether it is a DBSCAN core point (``gds.pairs: core``)."""
-        g = self.cfg.gds
+        g, loss_feature, neck_feat = self.cfg.gds, self.cfg.adapt.loss_feature, self.cfg.model.neck_feat
 
         def loss(outputs: dict[str, torch.Tensor], pids: torch.Tensor, camids: torch.Tensor,
                  indices: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
             losses, terms = [], {}
             if self.use_triplet:
-                loss_triplet, stats = self.triplet(outputs[self.feature_key], pids)
+                loss_triplet, stats = self.triplet(outputs[loss_feature], pids)
                 losses.append(loss_triplet)
-                terms.update({"triplet": loss_triplet.item(), "triplet_precision": float(stats["precision"])})
+                terms.update({"triplet": loss_triplet.item(), **prefixed("triplet", stats)})
             if self.use_memory:
-                losses.append(self.memory(outputs[self.memory_key], pids, camids))
-                terms.update(self.memory.last_terms)
+                loss_memory, stats = self.memory(outputs[neck_feat], pids, camids)
+                losses.append(loss_memory)
+                terms.update({"memory": loss_memory.item(), **prefixed("memory", stats)})
             main = sum(losses[1:], losses[0])
             if not gds_active:
                 return main, terms
             confident = torch.from_numpy(core[indices.numpy()]) if g.pairs == "core" else None
-            loss_gds = self.gds(outputs[self.gds_key], pids, confident)
-            weight, fraction = gds_weight(main, loss_gds, outputs["features"], g.weight, g.weight_rule,
+            loss_gds, stats = self.gds(outputs[self.gds_feature], pids, confident)
+            weight, fraction = gds_weight(main, loss_gds, outputs["before"], g.weight, g.weight_rule,
                                           g.grad_fraction)
-            terms.update({f"gds_{k}": v for k, v in self.gds.last_terms.items() if isinstance(v, float)})
+            terms.update(prefixed("gds", stats))
             terms.update({"gds_weight": weight, "gds_grad_fraction": fraction})
             return main + weight * loss_gds, terms
 
@@ -252,6 +253,11 @@ class Adaptation:
             self.logger.info(f"final (last round) target mAP {100 * self.history[-1]['mAP']:.1f}; best on test, "
                              f"reported only: {100 * best['mAP']:.1f} at round {best['round']}")
             self.logger.record("summary", final=self.history[-1], best_on_test_reported_only=best)
+
+
+def prefixed(name: str, stats: dict[str, float]) -> dict[str, float]:
+    """A loss's stats as logged: ``{"precision": p}`` -> ``{"triplet_precision": p}``."""
+    return {f"{name}_{key}": value for key, value in stats.items()}
 
 
 def gds_weight(main: torch.Tensor, loss_gds: torch.Tensor, features: torch.Tensor, weight: float, rule: str,

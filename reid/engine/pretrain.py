@@ -46,10 +46,10 @@ def run_pretrain(cfg: Config, model: torch.nn.Module, source: ReidDataset, targe
 
     def loss_fn(outputs: dict[str, torch.Tensor], pids: torch.Tensor, camids: torch.Tensor,
                 indices: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        loss_ce = cross_entropy(outputs["logits"], pids)
-        loss_triplet, stats = triplet(outputs["features"], pids)
-        accuracy = (outputs["logits"].argmax(dim=1) == pids).float().mean()
-        return loss_ce + loss_triplet, {"ce": loss_ce.item(), "triplet": loss_triplet.item(), "acc": accuracy.item()}
+        loss_ce, ce_stats = cross_entropy(outputs["logits"], pids)
+        loss_triplet, _ = triplet(outputs["before"], pids)
+        return loss_ce + loss_triplet, {"ce": loss_ce.item(), "triplet": loss_triplet.item(),
+                                        "acc": ce_stats["accuracy"]}
 
     d = cfg.data
     loader = train_loader_from(d, source.train, seed=derive_seed(cfg.seed, "pretrain"))

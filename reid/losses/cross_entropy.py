@@ -18,7 +18,8 @@ class CrossEntropyLabelSmooth(nn.Module):
 
     Example:
         >>> criterion = CrossEntropyLabelSmooth(num_classes=751, epsilon=0.1)
-        >>> loss = criterion(logits, pids)   # logits (B, 751), pids (B,) in 0..750
+        >>> loss, stats = criterion(logits, pids)   # logits (B, 751), pids (B,) in 0..750
+        >>> stats["accuracy"]   # a python float: the fraction of images whose top logit is their class
     """
 
     def __init__(self, num_classes: int, epsilon: float = 0.1) -> None:
@@ -30,7 +31,7 @@ class CrossEntropyLabelSmooth(nn.Module):
         self.num_classes = num_classes
         self.epsilon = float(epsilon)
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """Mean smoothed cross-entropy of the batch.
 
         Args:
@@ -38,7 +39,8 @@ class CrossEntropyLabelSmooth(nn.Module):
             targets: (B,) int class indices in 0..C-1.
 
         Returns:
-            Scalar tensor.
+            ``(loss, stats)``: ``loss`` a scalar tensor; ``stats`` python floats for logging: ``"accuracy"``, the
+            fraction of the batch whose largest logit is its target class.
         """
         if logits.dim() != 2 or logits.shape[1] != self.num_classes:
             raise ValueError(f"expected logits of shape (B, {self.num_classes}), got {tuple(logits.shape)}")
@@ -47,4 +49,6 @@ class CrossEntropyLabelSmooth(nn.Module):
         log_probs = F.log_softmax(logits, dim=1)
         smoothed = torch.zeros_like(log_probs).scatter_(1, targets.unsqueeze(1), 1.0)
         smoothed = (1.0 - self.epsilon) * smoothed + self.epsilon / self.num_classes
-        return -(smoothed * log_probs).sum(dim=1).mean()
+        loss = -(smoothed * log_probs).sum(dim=1).mean()
+        accuracy = (logits.argmax(dim=1) == targets).float().mean()
+        return loss, {"accuracy": accuracy.item()}

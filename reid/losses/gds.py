@@ -77,19 +77,14 @@ class GDSLoss(nn.Module):
             distances with weight 1. A side without a hard pair (on any rank) falls back to its global mu and
             var, i.e. to today's L_H for that side. L_GDS and the buffers are the same in both modes.
 
-    Attributes (for logging, refreshed by every forward):
-        last_terms: dict of python floats: ``l_gds, l_h, total``, the batch statistics ``batch_mu_pos,
-            batch_var_pos, batch_mu_neg, batch_var_neg`` (NaN for a side without pairs), the global statistics
-            used by the loss ``mu_pos, var_pos, mu_neg, var_neg`` (NaN while uninitialised), and
-            ``num_pos_pairs, num_neg_pairs`` (global counts under distributed training); with ``mining="overlap"``
-            also ``hard_mu_pos, hard_var_pos, hard_mu_neg, hard_var_neg`` (NaN for a side without hard pairs)
-            and ``num_hard_pos_pairs, num_hard_neg_pairs``.
+    Attributes (for the distance histograms, refreshed by every forward):
         last_pos_dist, last_neg_dist: (P,), (N,) float32 CPU tensors, this rank's positive / negative pair
             distances of the last batch.
 
     Example:
         >>> gds = GDSLoss(momentum=0.9, lambda_sigma=1.0, lambda_h=1.0, kappa=1.0)
-        >>> loss = triplet_loss + gds_weight * gds(features, pseudo_labels)   # (B, D), (B,)
+        >>> loss_gds, stats = gds(features, pseudo_labels)   # (B, D), (B,); stats["l_h"], stats["mu_pos"], ...
+        >>> loss = loss_triplet + gds_weight * loss_gds
     """
 
     mu_pos: torch.Tensor
@@ -127,7 +122,6 @@ class GDSLoss(nn.Module):
             self.register_buffer(f"mu_{side}", torch.tensor(float("nan"), dtype=torch.float32))
             self.register_buffer(f"var_{side}", torch.tensor(float("nan"), dtype=torch.float32))
         self.register_buffer("initialized", torch.zeros(2, dtype=torch.bool))
-        self.last_terms: dict[str, float] = {}
         self.last_pos_dist = torch.empty(0)
         self.last_neg_dist = torch.empty(0)
 
@@ -138,7 +132,7 @@ class GDSLoss(nn.Module):
         )
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor,
-                confident: torch.Tensor | None = None) -> torch.Tensor:
+                confident: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """GDS(-H) loss of one batch; updates the global statistics in training mode.
 
         Args:
@@ -148,7 +142,13 @@ class GDSLoss(nn.Module):
                 (:func:`pair_distances`).
 
         Returns:
-            Scalar tensor.
+            ``(loss, stats)``: ``loss`` a scalar tensor; ``stats`` python floats for logging (one device-to-host
+            copy): ``l_gds, l_h, total`` (total = the loss), the batch statistics ``batch_mu_pos, batch_var_pos,
+            batch_mu_neg, batch_var_neg`` (NaN for a side without pairs), the global statistics used by the loss
+            ``mu_pos, var_pos, mu_neg, var_neg`` (NaN while uninitialised), and ``num_pos_pairs, num_neg_pairs``
+            (global counts under distributed training); with ``mining="overlap"`` also ``hard_mu_pos,
+            hard_var_pos, hard_mu_neg, hard_var_neg`` (NaN for a side without hard pairs) and
+            ``num_hard_pos_pairs, num_hard_neg_pairs``.
         """
         if features.dim() != 2 or labels.dim() != 1 or features.shape[0] != labels.shape[0]:
             raise ValueError(
@@ -191,8 +191,8 @@ class GDSLoss(nn.Module):
             l_h = F.softplus((mu_pos + self.kappa * sigma_pos) - (mu_neg - self.kappa * sigma_neg))
             total = l_gds + self.lambda_h * l_h if self.hard else l_gds
 
-        self._record(l_gds, l_h, total, batch_stats, global_stats, pos_dist, neg_dist, hard_stats)
-        return total
+        stats = self._record(l_gds, l_h, total, batch_stats, global_stats, pos_dist, neg_dist, hard_stats)
+        return total, stats
 
     def _hard_statistics(
         self,
@@ -256,8 +256,8 @@ class GDSLoss(nn.Module):
         pos_dist: torch.Tensor,
         neg_dist: torch.Tensor,
         hard_stats: list[tuple[int, torch.Tensor | None, torch.Tensor | None]] | None = None,
-    ) -> None:
-        """Fill ``last_terms`` / ``last_*_dist`` with one device-to-host copy."""
+    ) -> dict[str, float]:
+        """The stats :meth:`forward` returns, and ``last_*_dist``, with one device-to-host copy."""
         names = ["l_gds", "l_h", "total"]
         values: list[torch.Tensor | None] = [l_gds, l_h, total]
         for side, (_, mean, var) in zip(_SIDES, batch_stats):
@@ -275,14 +275,15 @@ class GDSLoss(nn.Module):
         host = torch.cat(
             [terms, pos_dist.detach().to(torch.float64), neg_dist.detach().to(torch.float64)]
         ).cpu()
-        self.last_terms = dict(zip(names, host[: len(names)].tolist()))
-        self.last_terms["num_pos_pairs"] = float(batch_stats[0][0])
-        self.last_terms["num_neg_pairs"] = float(batch_stats[1][0])
+        stats = dict(zip(names, host[: len(names)].tolist()))
+        stats["num_pos_pairs"] = float(batch_stats[0][0])
+        stats["num_neg_pairs"] = float(batch_stats[1][0])
         if self.mining == "overlap":
-            self.last_terms["num_hard_pos_pairs"] = float(hard_stats[0][0]) if hard_stats else 0.0
-            self.last_terms["num_hard_neg_pairs"] = float(hard_stats[1][0]) if hard_stats else 0.0
+            stats["num_hard_pos_pairs"] = float(hard_stats[0][0]) if hard_stats else 0.0
+            stats["num_hard_neg_pairs"] = float(hard_stats[1][0]) if hard_stats else 0.0
         self.last_pos_dist = host[len(names) : len(names) + pos_dist.numel()].float()
         self.last_neg_dist = host[len(names) + pos_dist.numel() :].float()
+        return stats
 
 
 def pair_distances(embeddings: torch.Tensor, labels: torch.Tensor,

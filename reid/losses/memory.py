@@ -31,9 +31,9 @@ class ClusterMemory(nn.Module):
     Example:
         >>> memory = ClusterMemory(temperature=1.0, momentum=0.5)
         >>> memory.reset(torch.eye(2))
-        >>> loss = memory(torch.tensor([[1.0, 0.0]]), torch.tensor([0]))
-        >>> round(loss.item(), 4)  # -log(e^1 / (e^1 + e^0))
-        0.3133
+        >>> loss, stats = memory(torch.tensor([[1.0, 0.0]]), torch.tensor([0]))
+        >>> round(loss.item(), 4), stats  # -log(e^1 / (e^1 + e^0)); the image's centroid scores highest
+        (0.3133, {'accuracy': 1.0})
     """
 
     def __init__(self, temperature: float = 0.05, momentum: float = 0.1) -> None:
@@ -43,7 +43,6 @@ class ClusterMemory(nn.Module):
         self.temperature = temperature
         self.momentum = momentum
         self.register_buffer("centroids", torch.zeros(0, 0))
-        self.last_terms: dict[str, float] = {}
 
     @torch.no_grad()
     def reset(self, centroids: torch.Tensor) -> None:
@@ -59,8 +58,14 @@ class ClusterMemory(nn.Module):
         sums = torch.zeros(num_clusters, features.shape[1], dtype=features.dtype).index_add_(0, labels, features)
         return sums / torch.bincount(labels, minlength=num_clusters).clamp(min=1)[:, None].to(features.dtype)
 
-    def forward(self, features: torch.Tensor, labels: torch.Tensor, camids: torch.Tensor | None = None) -> torch.Tensor:
-        """InfoNCE of ``features`` (B, D) against the centroids, targets ``labels`` (B,); camids unused."""
+    def forward(self, features: torch.Tensor, labels: torch.Tensor,
+                camids: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """InfoNCE of ``features`` (B, D) against the centroids, targets ``labels`` (B,); camids unused.
+
+        Returns:
+            ``(loss, stats)``: ``loss`` a scalar tensor; ``stats`` python floats for logging: ``"accuracy"``, the
+            fraction of the batch whose most similar centroid is its own cluster's (before the update).
+        """
         if self.centroids.numel() == 0:
             raise RuntimeError("ClusterMemory.reset() must be called with the round's centroids before training")
         labels = labels.to(features.device).long()
@@ -73,8 +78,7 @@ class ClusterMemory(nn.Module):
         with torch.no_grad():
             accuracy = (logits.argmax(dim=1) == labels).float().mean()
         self._update(embedding.detach(), labels)
-        self.last_terms = {"memory": float(loss.detach()), "memory_accuracy": float(accuracy)}
-        return loss
+        return loss, {"accuracy": float(accuracy)}
 
     def initialise(self, features: torch.Tensor, labels: torch.Tensor, camids: torch.Tensor | None = None) -> None:
         """The round's memory from the extracted features and pseudo-labels (camids unused here)."""
@@ -126,8 +130,9 @@ class CameraMemory(nn.Module):
     Example:
         >>> memory = CameraMemory(temperature=1.0, momentum=0.5, inter_weight=0.0)
         >>> memory.initialise(torch.eye(2), torch.tensor([0, 1]), torch.tensor([1, 1]))
-        >>> round(memory(torch.tensor([[1.0, 0.0]]), torch.tensor([0]), torch.tensor([1])).item(), 4)
-        0.3133
+        >>> loss, stats = memory(torch.tensor([[1.0, 0.0]]), torch.tensor([0]), torch.tensor([1]))
+        >>> round(loss.item(), 4), sorted(stats)
+        (0.3133, ['inter', 'intra'])
     """
 
     def __init__(self, temperature: float = 0.05, momentum: float = 0.1, inter_weight: float = 0.5,
@@ -141,7 +146,6 @@ class CameraMemory(nn.Module):
         self.register_buffer("proxies", torch.zeros(0, 0))
         self.register_buffer("proxy_labels", torch.zeros(0, dtype=torch.long))
         self.register_buffer("proxy_cameras", torch.zeros(0, dtype=torch.long))
-        self.last_terms: dict[str, float] = {}
 
     @torch.no_grad()
     def initialise(self, features: torch.Tensor, labels: torch.Tensor, camids: torch.Tensor) -> None:
@@ -175,7 +179,14 @@ class CameraMemory(nn.Module):
                              "labels and cameras")
         return index
 
-    def forward(self, features: torch.Tensor, labels: torch.Tensor, camids: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, labels: torch.Tensor,
+                camids: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """The CAP loss of ``features`` (B, D) with pseudo-labels ``labels`` (B,) seen by cameras ``camids`` (B,).
+
+        Returns:
+            ``(loss, stats)``: ``loss`` a scalar tensor; ``stats`` python floats for logging: ``"intra"`` and
+            ``"inter"``, the two terms (``loss = intra + inter_weight * inter``).
+        """
         if self.proxies.numel() == 0:
             raise RuntimeError("CameraMemory.initialise() must be called with the round's clusters before training")
         labels, camids = labels.to(features.device).long(), torch.as_tensor(camids).to(features.device).long()
@@ -195,9 +206,7 @@ class CameraMemory(nn.Module):
         inter = -(log_probs.masked_fill(~positive, 0).sum(dim=1) / positive.sum(dim=1)).mean()
         loss = intra + self.inter_weight * inter
         self._update(embedding.detach(), own)
-        self.last_terms = {"memory": float(loss.detach()), "memory_intra": float(intra.detach()),
-                           "memory_inter": float(inter.detach())}
-        return loss
+        return loss, {"intra": float(intra.detach()), "inter": float(inter.detach())}
 
     @torch.no_grad()
     def _update(self, embedding: torch.Tensor, own: torch.Tensor) -> None:

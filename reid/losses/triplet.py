@@ -66,6 +66,7 @@ class TripletLoss(nn.Module):
 
     Example:
         >>> loss, stats = TripletLoss(margin=0.3)(features, labels)   # features (B, D), labels (B,)
+        >>> stats["precision"]   # a python float: the fraction of anchors with d_an > d_ap
     """
 
     def __init__(self, margin: float = 0.3, normalize_feature: bool = False, global_batch: bool = True) -> None:
@@ -76,9 +77,7 @@ class TripletLoss(nn.Module):
         self.normalize_feature = normalize_feature
         self.global_batch = global_batch
 
-    def forward(
-        self, features: torch.Tensor, labels: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """Batch-hard triplet loss of one batch.
 
         Args:
@@ -86,10 +85,9 @@ class TripletLoss(nn.Module):
             labels: (B,) int identity (or pseudo-identity) labels.
 
         Returns:
-            ``(loss, stats)``: ``loss`` a scalar tensor; ``stats`` holds detached tensors
-            ``"d_ap"`` (V,) and ``"d_an"`` (V,), the hardest positive / negative distances of the V valid
-            anchors, and ``"precision"`` (0-dim), the fraction of valid anchors with ``d_an > d_ap``
-            (0 when V == 0).
+            ``(loss, stats)``: ``loss`` a scalar tensor; ``stats`` python floats for logging: ``"precision"``,
+            the fraction of the valid anchors with ``d_an > d_ap`` (0 when there is none). The hardest distances
+            themselves: :func:`batch_hard_distances`.
         """
         if features.dim() != 2 or labels.dim() != 1 or features.shape[0] != labels.shape[0]:
             raise ValueError(
@@ -103,19 +101,10 @@ class TripletLoss(nn.Module):
             loss = loss.detach() + world_size * (loss - loss.detach())
         return loss, stats
 
-    def _batch_hard(
-        self, features: torch.Tensor, labels: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _batch_hard(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         if self.normalize_feature:
             features = F.normalize(features, dim=1)
-        distances = pairwise_euclidean(features, features)
-        same = labels.unsqueeze(0) == labels.unsqueeze(1)
-        has_positive = same.sum(dim=1) > 1  # the diagonal always counts once
-        has_negative = (~same).any(dim=1)
-        valid = has_positive & has_negative
-
-        d_ap = distances.masked_fill(~same, float("-inf")).max(dim=1).values[valid]
-        d_an = distances.masked_fill(same, float("inf")).min(dim=1).values[valid]
+        d_ap, d_an = batch_hard_distances(features, labels)
         if d_ap.numel() == 0:
             loss = features.sum() * 0.0
             precision = features.new_zeros(())
@@ -125,8 +114,32 @@ class TripletLoss(nn.Module):
             else:
                 loss = F.softplus(d_ap - d_an).mean()
             precision = (d_an > d_ap).to(features.dtype).mean()
-        stats = {"d_ap": d_ap.detach(), "d_an": d_an.detach(), "precision": precision.detach()}
-        return loss, stats
+        return loss, {"precision": float(precision)}
+
+
+def batch_hard_distances(features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The hardest positive and hardest negative distance of every valid anchor (see :class:`TripletLoss`).
+
+    Args:
+        features: (B, D) float embeddings (as the loss sees them: normalised already when it normalises).
+        labels: (B,) int labels.
+
+    Returns:
+        ``(d_ap, d_an)``: (V,) each, differentiable, for the V anchors that have a positive other than
+        themselves and a negative, in batch order.
+
+    Example:
+        >>> batch_hard_distances(torch.tensor([[0.0], [2.0], [5.0]]), torch.tensor([0, 0, 1]))
+        (tensor([2., 2.]), tensor([5., 3.]))
+    """
+    distances = pairwise_euclidean(features, features)
+    same = labels.unsqueeze(0) == labels.unsqueeze(1)
+    has_positive = same.sum(dim=1) > 1  # the diagonal always counts once
+    has_negative = (~same).any(dim=1)
+    valid = has_positive & has_negative
+    d_ap = distances.masked_fill(~same, float("-inf")).max(dim=1).values[valid]
+    d_an = distances.masked_fill(same, float("inf")).min(dim=1).values[valid]
+    return d_ap, d_an
 
 
 def _gather_global_batch(

@@ -25,8 +25,10 @@ class GeneralizedMeanPooling(nn.Module):
 class ReidNet(nn.Module):
     """Backbone + BNNeck (Luo et al. 2019).
 
-    Train mode returns a dict: ``features`` (B, D) the pooled (and projected) feature before the BNNeck, used by
-    the triplet and GDS losses; ``bn_features`` (B, D) after it; ``logits`` (B, C) when a classifier is attached.
+    Train mode returns a dict keyed as the config names the embeddings (``model.neck_feat``,
+    ``adapt.loss_feature``, ``gds.feature``): ``"before"`` (B, D) the pooled (and projected) feature before the
+    BNNeck; ``"after"`` (B, D) the BNNeck's output; ``"logits"`` (B, C) when a classifier is attached (computed
+    from ``"after"``). So ``outputs[cfg.adapt.loss_feature]`` is the embedding the stage-2 losses see.
     Eval mode returns the retrieval embedding (B, D): after the BNNeck (``neck_feat="after"``, the usual choice
     for ID-trained models) or before it (``"before"``).
     """
@@ -73,12 +75,12 @@ class ReidNet(nn.Module):
         features = self.pool(fmap) if self.pool is not None else F.adaptive_avg_pool2d(fmap, 1).flatten(1)
         if self.embedding is not None:
             features = self.embedding(features)
-        bn_features = self.bnneck(features)
+        after_neck = self.bnneck(features)
         if not self.training:
-            return bn_features if self.neck_feat == "after" else features
-        out = {"features": features, "bn_features": bn_features}
+            return after_neck if self.neck_feat == "after" else features
+        out = {"before": features, "after": after_neck}
         if self.classifier is not None:
-            out["logits"] = self.classifier(bn_features)
+            out["logits"] = self.classifier(after_neck)
         return out
 
 
