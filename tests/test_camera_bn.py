@@ -18,7 +18,6 @@ from reid.evaluation.camera_bn import bn_layers, estimate_bn_statistics, extract
 from reid.evaluation.features import extract_features
 from reid.models import build_model
 
-
 # The one-forward camera BN reduces in another order than a forward of the camera's images alone; in float32 the
 # rounding is amplified by BN layers over a few images (5e-5 on the BNNeck output), so the training-time checks run
 # in float64, where both agree to 1e-13.
