@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--float16", action="store_true")
     parser.add_argument("--dim", type=int, default=2048)
     parser.add_argument("--sketch-dim", type=int, default=0, help="projected: sketch dimensions (0: 512)")
-    parser.add_argument("--candidates", type=int, default=0, help="projected: candidates per row (0: 2 k1)")
+    parser.add_argument("--candidates", type=int, default=0, help="projected: candidates per row (0: 4 k1)")
     parser.add_argument("--ranks", type=int, default=0, help="the k-NN search alone, split across this many gloo "
                         "processes, side by side with one process")
     args = parser.parse_args(argv)

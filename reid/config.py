@@ -143,7 +143,7 @@ class ClusterConfig:
     # 50,000 images); split across ranks under torchrun
     knn: Literal["exact", "projected", "ivf", "auto"] = "exact"
     knn_dim: int = 0                   # projected: sketch dimensions; 0: 512
-    knn_candidates: int = 0            # projected: candidates re-ranked per image; 0: 2 x k1
+    knn_candidates: int = 0            # projected: candidates re-ranked per image; 0: 4 x k1
     knn_nlist: int = 0                 # ivf: inverted lists; 0: 4 sqrt(N)
     knn_nprobe: int = 0                # ivf: lists each list is joined with, itself included; 0: 32
     # float16 halves the clustering features' memory; products in float32

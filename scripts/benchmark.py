@@ -188,7 +188,7 @@ def main() -> None:
     parser.add_argument("--sketch-dim", type=int, default=0, help="cluster --n --knn projected: sketch dimensions "
                         "(0: 512, cluster.knn_dim)")
     parser.add_argument("--candidates", type=int, default=0, help="cluster --n --knn projected: candidates per row "
-                        "re-ranked exactly (0: 2 k1, cluster.knn_candidates)")
+                        "re-ranked exactly (0: 4 k1, cluster.knn_candidates)")
     parser.add_argument("--float16", action="store_true", help="cluster --n: float16 features")
     parser.add_argument("--exact-max", type=int, default=100000, help="cluster --n: largest N run exactly too")
     parser.add_argument("--arch", default="resnet50")

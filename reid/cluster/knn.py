@@ -42,7 +42,7 @@ _BLOCK_ENTRIES = 2**25
 AUTO_APPROXIMATE_MIN_SAMPLES = 50_000
 # The projected search: dimensions of the sketch, and candidates per row as a multiple of k.
 DEFAULT_PROJECTION_DIM = 512
-DEFAULT_CANDIDATES_PER_K = 2
+DEFAULT_CANDIDATES_PER_K = 4  # 4 x k1: recall 0.92 -> 0.96 at 30,000, same time (docs/BENCHMARKS.md)
 # Lists each list is joined with (docs/BENCHMARKS.md: recall against the exact search per nprobe).
 DEFAULT_NPROBE = 32
 
