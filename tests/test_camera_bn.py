@@ -190,3 +190,22 @@ def test_one_forward_camera_bn_equals_per_group_forwards_in_outputs_gradients_an
     assert int(bn.num_batches_tracked) == 3  # one update per group
     # the layers' own forward is back: a plain forward afterwards is the ordinary BatchNorm
     assert all("forward" not in vars(m) for m in model.modules())
+
+
+def test_grouped_batch_norm_keeps_float32_statistics_for_half_precision_activations() -> None:
+    """Under autocast the BN inputs are half precision: group statistics over 4 x 2,048 x 16 values per channel
+    (beyond float16's range as a count) stay in float32; the output matches the float32 computation to the
+    input's own rounding and the gradient is finite."""
+    from reid.models.camera_bn import grouped_batch_norm
+
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm2d(8)
+    x = torch.randn(64, 8, 64, 32) * 2 + 1
+    group = torch.arange(64) % 4
+    reference = grouped_batch_norm(bn, x, group, 4)
+    half = x.to(torch.bfloat16).requires_grad_()
+    out = grouped_batch_norm(bn, half, group, 4)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), reference, rtol=0.02, atol=0.05)
+    out.float().square().sum().backward()
+    assert half.grad.dtype == torch.bfloat16 and bool(torch.isfinite(half.grad).all())

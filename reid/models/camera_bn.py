@@ -43,7 +43,7 @@ def grouped_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, gro
     bias = bn.bias if bn.affine else x.new_zeros(x.shape[1])
     # (B, G) one-hot membership: group sums and per-image lookups as small matrix products (index_add / indexing
     # on (B, C) tensors took ~100x longer on CPU)
-    members = torch.nn.functional.one_hot(group, num_groups).to(x.dtype)
+    members = torch.nn.functional.one_hot(group, num_groups).to(_stat_dtype(x))
     out, mean, var, counts = _GroupedBatchNorm.apply(x, weight, bias, members, eps=bn.eps)
     if bn.track_running_stats and bn.running_mean is not None:
         with torch.no_grad():
@@ -63,18 +63,19 @@ class _GroupedBatchNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, members, eps):
-        dims = tuple(range(2, x.dim()))
+        # statistics in float32 (or float64) even for half-precision activations (autocast), as BatchNorm does
+        dtype, dims = members.dtype, tuple(range(2, x.dim()))
         shape = (x.shape[0], x.shape[1]) + (1,) * len(dims)
         counts = members.sum(dim=0) * x.shape[2:].numel()  # (G,) values per channel and group
-        mean = members.T @ (x.sum(dim=dims) if dims else x) / counts[:, None]  # (G, C)
-        centred = x - (members @ mean).view(shape)
+        mean = members.T @ (x.sum(dim=dims, dtype=dtype) if dims else x.to(dtype)) / counts[:, None]  # (G, C)
+        centred = x.to(dtype) - (members @ mean).view(shape)
         squares = torch.linalg.vector_norm(centred, dim=dims).square() if dims else centred.square()
         del centred
         var = members.T @ squares / counts[:, None]  # biased, (G, C)
         rstd = torch.rsqrt(var + eps)
         scale = rstd * weight  # out = x * scale[g] + shift[g]
         shift = bias - mean * scale
-        out = torch.addcmul((members @ shift).view(shape), x, (members @ scale).view(shape))
+        out = torch.addcmul((members @ shift).view(shape).to(x.dtype), x, (members @ scale).view(shape).to(x.dtype))
         ctx.save_for_backward(x, weight, members, counts, mean, rstd)
         ctx.mark_non_differentiable(mean, var, counts)
         return out, mean, var, counts
@@ -82,11 +83,11 @@ class _GroupedBatchNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out, *_):
         x, weight, members, counts, mean, rstd = ctx.saved_tensors
-        dims = tuple(range(2, x.dim()))
+        dtype, dims = members.dtype, tuple(range(2, x.dim()))
         shape = (x.shape[0], x.shape[1]) + (1,) * len(dims)
-        sum_dy = members.T @ (grad_out.sum(dim=dims) if dims else grad_out)  # (G, C)
+        sum_dy = members.T @ (grad_out.sum(dim=dims, dtype=dtype) if dims else grad_out.to(dtype))  # (G, C)
         # sum of dy * x_hat per group, x_hat = (x - mean) * rstd
-        sum_dy_x = members.T @ ((grad_out * x).sum(dim=dims) if dims else grad_out * x)
+        sum_dy_x = members.T @ ((grad_out * x).sum(dim=dims, dtype=dtype) if dims else (grad_out * x).to(dtype))
         sum_dy_xhat = (sum_dy_x - mean * sum_dy) * rstd
         grad_weight = sum_dy_xhat.sum(dim=0)
         grad_bias = sum_dy.sum(dim=0)
@@ -94,9 +95,13 @@ class _GroupedBatchNorm(torch.autograd.Function):
         k = weight * rstd
         b = -k * rstd * sum_dy_xhat / counts[:, None]
         c = -k * sum_dy / counts[:, None] - b * mean
-        grad_x = torch.addcmul(torch.addcmul((members @ c).view(shape), x, (members @ b).view(shape)), grad_out,
-                               (members @ k).view(shape))
-        return grad_x, grad_weight, grad_bias, None, None
+        per_image = [(members @ term).view(shape).to(x.dtype) for term in (c, b, k)]
+        grad_x = torch.addcmul(torch.addcmul(per_image[0], x, per_image[1]), grad_out, per_image[2])
+        return grad_x, grad_weight.to(weight.dtype), grad_bias.to(weight.dtype), None, None
+
+
+def _stat_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
 
 
 @contextlib.contextmanager
