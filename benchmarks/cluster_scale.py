@@ -29,14 +29,15 @@ RECALL_QUERIES = 1000
 
 def benchmark_scale(num_samples: int, knn: str = "ivf", dim: int = 2048, nlist: int = 0, nprobe: int = 0,
                     float16: bool = False, seed: int = 0, k1: int = 20, k2: int = 6,
-                    min_samples: int = 4, sketch_dim: int = 0, candidates: int = 0) -> dict:
+                    min_samples: int = 4, sketch_dim: int = 0, candidates: int = 0, drop: int = -1) -> dict:
     """One round in a child process. Returns the measurements (see :func:`_measure`) and ``labels``.
     ``sketch_dim`` / ``candidates``: the projected search's ``cluster.knn_dim`` / ``cluster.knn_candidates`` (0:
-    their defaults)."""
+    their defaults); for ivf, ``sketch_dim`` / ``drop`` are its partition space's ``cluster.knn_dim`` /
+    ``cluster.knn_drop``."""
     context = multiprocessing.get_context("spawn")
     with context.Pool(1) as pool:
         return pool.apply(_measure, (num_samples, knn, dim, nlist, nprobe, float16, seed, k1, k2, min_samples,
-                                     sketch_dim, candidates))
+                                     sketch_dim, candidates, drop))
 
 
 def compare(num_samples: int, knn: str = "ivf", with_exact: bool = True, **kwargs) -> dict:
@@ -75,7 +76,7 @@ def _stage(timings: dict, name: str, fn, *args, **kwargs):
 
 
 def _measure(num_samples: int, knn: str, dim: int, nlist: int, nprobe: int, float16: bool, seed: int, k1: int,
-             k2: int, min_samples: int, sketch_dim: int = 0, candidates: int = 0) -> dict:
+             k2: int, min_samples: int, sketch_dim: int = 0, candidates: int = 0, drop: int = -1) -> dict:
     from sklearn.metrics import adjusted_rand_score
 
     from reid.cluster import (
@@ -86,7 +87,7 @@ def _measure(num_samples: int, knn: str, dim: int, nlist: int, nprobe: int, floa
         knn_search,
         pseudo_label_quality,
     )
-    from reid.cluster.ivf import default_nlist
+    from reid.cluster.ivf import DEFAULT_DROP, DEFAULT_PARTITION_DIM, default_nlist
     from reid.cluster.knn import DEFAULT_CANDIDATES_PER_K, DEFAULT_NPROBE, DEFAULT_PROJECTION_DIM
 
     generated = time.perf_counter()
@@ -94,7 +95,7 @@ def _measure(num_samples: int, knn: str, dim: int, nlist: int, nprobe: int, floa
                                                     dtype=np.float16 if float16 else np.float32)
     generated = time.perf_counter() - generated
     baseline_mb = _resident_mb("VmRSS")
-    method = KnnMethod(knn, dim=sketch_dim, candidates=candidates, nlist=nlist, nprobe=nprobe, seed=seed)
+    method = KnnMethod(knn, dim=sketch_dim, candidates=candidates, nlist=nlist, nprobe=nprobe, drop=drop, seed=seed)
     kind = method.resolve(num_samples)
     t: dict = {}
     neighbours = _stage(t, "knn", knn_search, features, k1, method=method)
@@ -114,7 +115,8 @@ def _measure(num_samples: int, knn: str, dim: int, nlist: int, nprobe: int, floa
         "num_samples": num_samples, "dim": dim, "knn": kind,
         "nlist": (nlist or default_nlist(num_samples)) if kind == "ivf" else None,
         "nprobe": (nprobe or DEFAULT_NPROBE) if kind == "ivf" else None,
-        "sketch_dim": (sketch_dim or DEFAULT_PROJECTION_DIM) if kind == "projected" else None,
+        "sketch_dim": sketch_dim or (DEFAULT_PROJECTION_DIM if kind == "projected" else DEFAULT_PARTITION_DIM),
+        "drop": (DEFAULT_DROP if drop < 0 else drop) if kind == "ivf" else None,
         "candidates": (candidates or DEFAULT_CANDIDATES_PER_K * k1) if kind == "projected" else None,
         "float16": float16, "seconds_generate": generated,
         "seconds": t["seconds_knn"] + t["seconds_jaccard_rest"] + t["seconds_eps"] + t["seconds_dbscan"],
@@ -224,7 +226,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nprobe", type=int, default=0)
     parser.add_argument("--float16", action="store_true")
     parser.add_argument("--dim", type=int, default=2048)
-    parser.add_argument("--sketch-dim", type=int, default=0, help="projected: sketch dimensions (0: 512)")
+    parser.add_argument("--sketch-dim", type=int, default=0, help="projected: sketch dimensions (0: 512); ivf: "
+                        "dimensions of the partition space (0: 256)")
+    parser.add_argument("--drop", type=int, default=-1, help="ivf: leading principal components removed before "
+                        "filing (-1: 64)")
     parser.add_argument("--candidates", type=int, default=0, help="projected: candidates per row (0: 4 k1)")
     parser.add_argument("--ranks", type=int, default=0, help="the k-NN search alone, split across this many gloo "
                         "processes, side by side with one process")
@@ -235,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     result = compare(args.n, knn=args.knn, with_exact=args.exact, dim=args.dim, nlist=args.nlist,
                      nprobe=args.nprobe, float16=args.float16, sketch_dim=args.sketch_dim,
-                     candidates=args.candidates)
+                     candidates=args.candidates, drop=args.drop)
     json.dump(result, sys.stdout, indent=2)
     print()
 

@@ -142,10 +142,11 @@ class ClusterConfig:
     # exact | projected (random-projection candidates, re-ranked) | ivf (k-means lists) | auto (projected from
     # 50,000 images); split across ranks under torchrun
     knn: Literal["exact", "projected", "ivf", "auto"] = "exact"
-    knn_dim: int = 0                   # projected: sketch dimensions; 0: 512
+    knn_dim: int = 0                   # projected: sketch dimensions; 0: 512. ivf: partition-space dimensions; 0: 256
     knn_candidates: int = 0            # projected: candidates re-ranked per image; 0: 4 x k1
     knn_nlist: int = 0                 # ivf: inverted lists; 0: 4 sqrt(N)
     knn_nprobe: int = 0                # ivf: lists each list is joined with, itself included; 0: 32
+    knn_drop: int = -1                 # ivf: leading principal components removed before filing; -1: 64 (<= D/8)
     # float16 halves the clustering features' memory; products in float32
     feature_dtype: Literal["float32", "float16"] = "float32"
 
@@ -243,7 +244,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "cluster.rho": (0, 1), "cluster.min_samples": (1, None), "cluster.k1": (2, None), "cluster.k2": (1, None),
     "cluster.k1_intra": (0, None), "cluster.k1_inter": (0, None), "cluster.k2_intra": (0, None),
     "cluster.k2_inter": (0, None), "cluster.knn_nlist": (0, None), "cluster.knn_nprobe": (0, None),
-    "cluster.knn_dim": (0, None), "cluster.knn_candidates": (0, None),
+    "cluster.knn_dim": (0, None), "cluster.knn_candidates": (0, None), "cluster.knn_drop": (-1, None),
     "adapt.memory_temperature": (1e-6, None), "adapt.memory_momentum": (0, 0.999),
     "adapt.memory_inter_weight": (0, None), "adapt.memory_hard_negatives": (1, None),
     "gds.weight": (0, None), "gds.momentum": (0, 1), "gds.lambda_sigma": (0, None), "gds.lambda_h": (0, None),

@@ -78,6 +78,55 @@ def test_inverted_file_pairs_are_the_symmetric_probes():
     np.testing.assert_array_equal(list_of[inverted.order], [0, 0, 1, 1, 2, 3, 3])
 
 
+def test_leading_eigenvectors_span_the_top_eigenspace():
+    rng = np.random.default_rng(0)
+    q = np.linalg.qr(rng.standard_normal((200, 200)))[0]
+    values = np.r_[np.linspace(10, 4, 12), rng.uniform(0, 1, 188)]
+    matrix = torch.from_numpy((q * values) @ q.T)
+    basis = ivf.leading_eigenvectors(matrix, 12, torch.Generator().manual_seed(0)).numpy()
+    np.testing.assert_allclose(basis.T @ basis, np.eye(12), atol=1e-10)
+    # the same subspace, up to subspace iteration's error: (lambda_29 / lambda_12)^8 <= (1 / 4)^8 = 1.5e-5
+    np.testing.assert_allclose(basis @ basis.T, q[:, :12] @ q[:, :12].T, atol=2e-5)
+
+
+def test_partition_space_is_the_centred_residual_sketched_and_normalised():
+    x, _ = make_clustered_features(2000, dim=128, num_ids=80, seed=5)
+    space = ivf.fit_partition_space(x, drop=10, dim=32, seed=1)
+    assert space.basis.shape == (128, 10) and space.projection.shape == (128, 32)
+    np.testing.assert_allclose(space.mean, x.astype(np.float64).mean(axis=0), atol=1e-6)  # N < the PCA sample
+    # by hand in float64: centre, remove the basis, sketch, normalise
+    b, p = space.basis.astype(np.float64), space.projection.astype(np.float64)
+    centred = x.astype(np.float64) - space.mean
+    expected = (centred - centred @ b @ b.T) @ p
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(space.transform(x), expected, atol=1e-5)
+    np.testing.assert_allclose(space.transform(x, rows=(100, 130)), expected[100:130], atol=1e-5)
+    # the basis captures the variance of the sample covariance's 10 leading eigenvectors (all 2,000 rows are the
+    # sample; the 10th and 11th eigenvalues are close here, so the subspace itself is not pinned down)
+    covariance = centred.T @ centred
+    np.testing.assert_allclose(b.T @ b, np.eye(10), atol=1e-5)
+    assert np.trace(b.T @ covariance @ b) > 0.999 * np.linalg.eigvalsh(covariance)[-10:].sum()
+    # no sketch when dim >= D; drop capped at D / 8
+    wide = ivf.fit_partition_space(x, drop=100, dim=128)
+    assert wide.projection.shape == (128, 0) and wide.basis.shape == (128, 16)
+    np.testing.assert_allclose(wide.transform(x) @ wide.basis, 0, atol=1e-5)
+
+
+def test_dropping_the_shared_directions_files_identities_together():
+    """The benchmark's features: camera and pose directions shared by all identities dominate the variance.
+    k-means lists on the raw features cut across identities; on the residual they follow them."""
+    x, labels = make_clustered_features(4000, dim=512, num_ids=160, seed=6)
+    shares = {}
+    for drop in (0, 64):
+        space = ivf.fit_partition_space(x, drop=drop, dim=512)
+        filed = space.transform(x)
+        list_of = ivf.assign(filed, ivf.train_centroids(filed, 60))
+        # per identity: the share of its images in its most common list
+        shares[drop] = np.mean([np.bincount(list_of[labels == i]).max() / np.count_nonzero(labels == i)
+                                for i in range(160)])
+    assert shares[0] < 0.6 and shares[64] > 0.9, shares  # measured 0.45 and 0.95
+
+
 def test_knn_auto_switches_at_the_measured_size():
     from reid.cluster.knn import AUTO_APPROXIMATE_MIN_SAMPLES
 

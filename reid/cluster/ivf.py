@@ -10,6 +10,15 @@ faiss ``IndexIVFFlat`` searched with every feature as a query, but it is organis
 - ``b`` is probed by ``a`` when it is among ``a``'s ``nprobe`` nearest lists by centroid similarity, or the
   other way round (so the probing is symmetric).
 
+**The partition space.** The lists are not made on the features themselves but on a :class:`PartitionSpace`:
+the features centred on their mean, with their ``drop`` leading principal components removed, sketched to
+``dim`` dimensions by a seeded Gaussian projection and re-normalised. The leading components of re-ID features
+are the nuisances every identity shares (camera, pose, background, the mean direction); k-means on the raw
+features splits along them, so the lists cut across identities (on the benchmark's features only 43 % of an
+image's identity shared its list, and recall was 0.42 at 32 lists probed). Without them the lists follow the
+identities (99.9 % at 30,000; docs/BENCHMARKS.md). Only the filing uses that space: every similarity is
+computed on the full features.
+
 A faiss ``IndexIVFFlat`` scans each query's lists one query at a time (memory-bound: every vector is streamed
 again for every query that probes it); on this project's 2-core machines it was slower than the exact blocked
 search at 20,000 × 2048 with 32 of 565 lists probed (docs/BENCHMARKS.md). The list-pair join keeps the IVF's
@@ -32,6 +41,12 @@ _BLOCK_ENTRIES = 2**25
 # Features k-means is trained on, per centroid (faiss warns below 39, its own cap is 256: k-means is a large share of the time).
 _TRAIN_POINTS_PER_LIST = 40
 _KMEANS_ITERATIONS = 10
+# The partition space: features its principal components are estimated from, components removed by default
+# (at most D / 8), and sketch dimensions by default (docs/BENCHMARKS.md, "Clustering at scale").
+_PCA_SAMPLE = 20_000
+DEFAULT_DROP = 64
+DEFAULT_PARTITION_DIM = 256
+_SUBSPACE_ITERATIONS = 8
 
 
 def default_nlist(num_samples: int) -> int:
@@ -57,6 +72,80 @@ class InvertedFile:
         """(P,) similarities computed per pair, ``|a| x |b|``."""
         sizes = np.diff(self.offsets)
         return sizes[self.pairs[:, 0]] * sizes[self.pairs[:, 1]]
+
+
+@dataclass
+class PartitionSpace:
+    """Where features are filed: ``normalise(((x - mean) - ((x - mean) @ basis) @ basis.T) @ projection)``.
+
+    Attributes:
+        mean: (D,) float32 mean feature.
+        basis: (D, m) float32 orthonormal leading principal components, removed.
+        projection: (D, d) float32 seeded Gaussian sketch, or (D, 0) for none (d = D).
+    """
+
+    mean: np.ndarray
+    basis: np.ndarray
+    projection: np.ndarray
+
+    def transform(self, features: np.ndarray, rows: tuple[int, int] | None = None) -> np.ndarray:
+        """``features[rows[0]:rows[1]]`` (default all) in the partition space: (n, d) float32 unit rows."""
+        start, stop = rows if rows is not None else (0, features.shape[0])
+        mean, basis = torch.from_numpy(self.mean), torch.from_numpy(self.basis)
+        sketch = torch.from_numpy(self.projection) if self.projection.shape[1] else None
+        through = basis.T @ sketch if sketch is not None else basis.T  # (m, d): the removed part, sketched
+        width = sketch.shape[1] if sketch is not None else features.shape[1]
+        out = np.empty((stop - start, width), dtype=np.float32)
+        chunk = max(1, _BLOCK_ENTRIES // features.shape[1])
+        with torch.inference_mode():
+            for a in range(start, stop, chunk):
+                b = min(a + chunk, stop)
+                centred = torch.from_numpy(np.asarray(features[a:b], dtype=np.float32)) - mean
+                kept = (centred @ sketch if sketch is not None else centred) - (centred @ basis) @ through
+                out[a - start : b - start] = torch.nn.functional.normalize(kept, dim=1).numpy()
+        return out
+
+
+def fit_partition_space(features: np.ndarray, drop: int = -1, dim: int = 0, seed: int = 0) -> PartitionSpace:
+    """The mean and the ``drop`` leading principal components of a seeded sample of ``_PCA_SAMPLE`` features,
+    and a seeded Gaussian sketch to ``dim`` dimensions.
+
+    Args:
+        features: (N, D) float32 or float16.
+        drop: principal components to remove; -1: ``DEFAULT_DROP``; at most D / 8 either way.
+        dim: sketch dimensions; 0: ``DEFAULT_PARTITION_DIM``; none when ``dim >= D``.
+        seed: of the sample and the sketch.
+    """
+    num_samples, full_dim = features.shape
+    drop = min(DEFAULT_DROP if drop < 0 else drop, full_dim // 8)
+    dim = dim or DEFAULT_PARTITION_DIM
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(num_samples, size=min(num_samples, _PCA_SAMPLE), replace=False))
+    x = torch.from_numpy(np.asarray(features[sample], dtype=np.float32))
+    mean = x.mean(dim=0)
+    centred = x - mean
+    generator = torch.Generator().manual_seed(seed)
+    basis = leading_eigenvectors((centred.T @ centred).double(), drop, generator) if drop else torch.zeros(full_dim, 0)
+    if dim < full_dim:
+        projection = torch.randn(full_dim, dim, generator=generator, dtype=torch.float64) / np.sqrt(dim)
+    else:
+        projection = torch.zeros(full_dim, 0, dtype=torch.float64)
+    return PartitionSpace(mean=mean.numpy(), basis=np.ascontiguousarray(basis.float().numpy()),
+                          projection=projection.float().numpy())
+
+
+def leading_eigenvectors(matrix: torch.Tensor, count: int, generator: torch.Generator,
+                        iterations: int = _SUBSPACE_ITERATIONS) -> torch.Tensor:
+    """The ``count`` leading eigenvectors (D, count) of a symmetric positive semi-definite (D, D) matrix, by
+    subspace iteration with ``count + 16`` seeded vectors and a Rayleigh-Ritz step: a few (D, D) x (D, count)
+    products instead of a full eigendecomposition (11 s at D = 2048 on 2 cores)."""
+    size = matrix.shape[0]
+    width = min(size, count + 16)
+    q = torch.linalg.qr(torch.randn(size, width, generator=generator, dtype=matrix.dtype)).Q
+    for _ in range(iterations):
+        q = torch.linalg.qr(matrix @ q).Q
+    values, vectors = torch.linalg.eigh(q.T @ matrix @ q)  # ascending
+    return (q @ vectors[:, width - count :]).contiguous()
 
 
 def train_centroids(features: np.ndarray, nlist: int, seed: int = 0) -> np.ndarray:

@@ -55,10 +55,13 @@ class KnnMethod:
         kind: ``exact`` | ``projected`` | ``ivf`` | ``auto`` (projected from ``AUTO_APPROXIMATE_MIN_SAMPLES``
             features on, exact below).
         dim: projected: sketch dimensions; 0: ``DEFAULT_PROJECTION_DIM`` (a sketch at least as wide as the
-            features is the exact search).
+            features is the exact search). ivf: dimensions of the space the lists are made in; 0:
+            :data:`reid.cluster.ivf.DEFAULT_PARTITION_DIM`.
         candidates: projected: candidates per row re-ranked exactly; 0: ``DEFAULT_CANDIDATES_PER_K`` x k.
         nlist: inverted lists; 0: :func:`reid.cluster.ivf.default_nlist` (4·sqrt(N)).
         nprobe: lists each list is joined with (itself included); 0: ``DEFAULT_NPROBE``.
+        drop: ivf: leading principal components removed before the features are filed into lists; -1:
+            :data:`reid.cluster.ivf.DEFAULT_DROP` (at most D / 8).
         seed: seed of the k-means sample and initialisation.
     """
 
@@ -67,6 +70,7 @@ class KnnMethod:
     candidates: int = 0
     nlist: int = 0
     nprobe: int = 0
+    drop: int = -1
     seed: int = 0
 
     def resolve(self, num_samples: int) -> str:
@@ -175,23 +179,29 @@ def _knn_cpu_symmetric(features: np.ndarray, k: int, ranks: int = 1) -> tuple[np
 
 
 def _knn_ivf(features: np.ndarray, k: int, method: KnnMethod, ranks: int) -> tuple[np.ndarray, np.ndarray]:
-    """Inverted-file self-search (:mod:`reid.cluster.ivf`); with ``ranks`` > 1, rank 0's centroids are
-    broadcast, each rank assigns its share of the features and joins its share of the list pairs (balanced by
-    their products' sizes), and the lists are merged. Rows that saw fewer than k candidates (tiny probed lists)
-    are searched exactly."""
+    """Inverted-file self-search (:mod:`reid.cluster.ivf`), the lists made in its partition space; with ``ranks``
+    > 1, rank 0's partition space and centroids are broadcast, each rank files its share of the features and
+    joins its share of the list pairs (balanced by their products' sizes), and the lists are merged. Rows that
+    saw fewer than k candidates (tiny probed lists) are searched exactly."""
     num_samples = features.shape[0]
     nlist = method.nlist or ivf.default_nlist(num_samples)
     nlist = min(nlist, num_samples)
     if ranks == 1:
-        centroids = ivf.train_centroids(features, nlist, seed=method.seed)
-        list_of = ivf.assign(features, centroids)
+        space = ivf.fit_partition_space(features, drop=method.drop, dim=method.dim, seed=method.seed)
+        filed = space.transform(features)
+        centroids = ivf.train_centroids(filed, nlist, seed=method.seed)
+        list_of = ivf.assign(filed, centroids)
+        del filed
     else:
-        centroids = ivf.train_centroids(features, nlist, seed=method.seed) if distributed.is_main() else None
-        centroids = distributed.broadcast_object(centroids)
+        space = centroids = None
+        if distributed.is_main():
+            space = ivf.fit_partition_space(features, drop=method.drop, dim=method.dim, seed=method.seed)
+            centroids = ivf.train_centroids(space.transform(features), nlist, seed=method.seed)
+        space, centroids = distributed.broadcast_object((space, centroids))
         bounds = np.linspace(0, num_samples, ranks + 1).astype(np.int64)
         rank = distributed.rank()
         shares: list = [None] * ranks
-        mine = ivf.assign(features, centroids, rows=(int(bounds[rank]), int(bounds[rank + 1])))
+        mine = ivf.assign(space.transform(features, rows=(int(bounds[rank]), int(bounds[rank + 1]))), centroids)
         dist.all_gather_object(shares, mine)
         list_of = np.concatenate(shares)
     inverted = ivf.build_inverted_file(list_of, centroids, method.nprobe or DEFAULT_NPROBE)

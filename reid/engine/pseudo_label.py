@@ -98,7 +98,8 @@ class PseudoLabeler:
         call it; every rank returns rank 0's labels."""
         features = self.extract()
         c = self.cluster
-        knn = KnnMethod(c.knn, dim=c.knn_dim, candidates=c.knn_candidates, nlist=c.knn_nlist, nprobe=c.knn_nprobe)
+        knn = KnnMethod(c.knn, dim=c.knn_dim, candidates=c.knn_candidates, nlist=c.knn_nlist, nprobe=c.knn_nprobe,
+                         drop=c.knn_drop)
         clustered = features.numpy().astype(np.float16 if c.feature_dtype == "float16" else np.float32, copy=False)
         neighbours = None
         if distributed.world_size() > 1 and not c.camera_jaccard:  # every rank searches its share
