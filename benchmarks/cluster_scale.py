@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--float16", action="store_true")
     parser.add_argument("--dim", type=int, default=2048)
     parser.add_argument("--sketch-dim", type=int, default=0, help="projected: sketch dimensions (0: 512); ivf: "
-                        "dimensions of the partition space (0: 256)")
+                        "dimensions of the partition space (0: 512)")
     parser.add_argument("--drop", type=int, default=-1, help="ivf: leading principal components removed before "
                         "filing (-1: 64)")
     parser.add_argument("--candidates", type=int, default=0, help="projected: candidates per row (0: 4 k1)")

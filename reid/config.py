@@ -142,10 +142,10 @@ class ClusterConfig:
     # exact | projected (random-projection candidates, re-ranked) | ivf (k-means lists) | auto (projected from
     # 50,000 images); split across ranks under torchrun
     knn: Literal["exact", "projected", "ivf", "auto"] = "exact"
-    knn_dim: int = 0                   # projected: sketch dimensions; 0: 512. ivf: partition-space dimensions; 0: 256
+    knn_dim: int = 0                   # projected: sketch dimensions; 0: 512. ivf: partition-space dimensions; 0: 512
     knn_candidates: int = 0            # projected: candidates re-ranked per image; 0: 4 x k1
     knn_nlist: int = 0                 # ivf: inverted lists; 0: 4 sqrt(N)
-    knn_nprobe: int = 0                # ivf: lists each list is joined with, itself included; 0: 32
+    knn_nprobe: int = 0                # ivf: lists each list is joined with, itself included; 0: 8
     knn_drop: int = -1                 # ivf: leading principal components removed before filing; -1: 64 (<= D/8)
     # float16 halves the clustering features' memory; products in float32
     feature_dtype: Literal["float32", "float16"] = "float32"

@@ -184,7 +184,7 @@ def main() -> None:
                         "(benchmarks/cluster_scale.py); exact side by side up to --exact-max")
     parser.add_argument("--knn", choices=["exact", "projected", "ivf", "auto"], default="ivf", help="cluster --n: k-NN search")
     parser.add_argument("--nlist", type=int, default=0, help="cluster --n: inverted lists (0: 4 sqrt(N))")
-    parser.add_argument("--nprobe", type=int, default=0, help="cluster --n: lists joined per list (0: 32)")
+    parser.add_argument("--nprobe", type=int, default=0, help="cluster --n: lists joined per list (0: 8)")
     parser.add_argument("--sketch-dim", type=int, default=0, help="cluster --n --knn projected: sketch dimensions "
                         "(0: 512, cluster.knn_dim)")
     parser.add_argument("--candidates", type=int, default=0, help="cluster --n --knn projected: candidates per row "

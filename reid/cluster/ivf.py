@@ -45,7 +45,7 @@ _KMEANS_ITERATIONS = 10
 # (at most D / 8), and sketch dimensions by default (docs/BENCHMARKS.md, "Clustering at scale").
 _PCA_SAMPLE = 20_000
 DEFAULT_DROP = 64
-DEFAULT_PARTITION_DIM = 256
+DEFAULT_PARTITION_DIM = 512
 _SUBSPACE_ITERATIONS = 8
 
 

@@ -44,7 +44,7 @@ AUTO_APPROXIMATE_MIN_SAMPLES = 50_000
 DEFAULT_PROJECTION_DIM = 512
 DEFAULT_CANDIDATES_PER_K = 4  # 4 x k1: recall 0.92 -> 0.96 at 30,000, same time (docs/BENCHMARKS.md)
 # Lists each list is joined with (docs/BENCHMARKS.md: recall against the exact search per nprobe).
-DEFAULT_NPROBE = 32
+DEFAULT_NPROBE = 8
 
 
 @dataclass(frozen=True)
