@@ -16,18 +16,9 @@ import time
 
 import torch
 
+from benchmarks.reference import per_group_forwards
 from reid.models import build_model
 from reid.models.camera_bn import camera_groups
-
-
-def per_group_forwards(model: torch.nn.Module, images: torch.Tensor, camids: torch.Tensor) -> dict:
-    """The first implementation: one forward per camera group, outputs put back in batch order."""
-    outputs: dict[str, torch.Tensor] = {}
-    for index in camera_groups(camids):
-        for key, value in model(images[index]).items():
-            outputs.setdefault(key, value.new_zeros((images.shape[0], *value.shape[1:])))
-            outputs[key] = outputs[key].index_copy(0, index, value)
-    return outputs
 
 
 def benchmark(arch: str, height: int, width: int, batch_size: int, steps: int, cameras: int, seed: int = 0) -> dict:
@@ -39,7 +30,7 @@ def benchmark(arch: str, height: int, width: int, batch_size: int, steps: int, c
     variants = {
         "plain": lambda cams: model(images),
         "one_forward": lambda cams: model(images, camids=cams),
-        "per_group_forwards": lambda cams: per_group_forwards(model, images, cams),
+        "per_group_forwards": lambda cams: per_group_forwards(model, images, camera_groups(cams)),
     }
     seconds = {name: 0.0 for name in variants}
     for step in range(steps + 1):  # step 0 warms each variant up and is not counted

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.reference import per_group_forwards
 from reid.data.datasets import build_dataset
 from reid.data.loaders import build_test_loader
 from reid.evaluation.camera_bn import bn_layers, estimate_bn_statistics, extract_features_camera_bn
@@ -151,16 +152,6 @@ def test_camera_split_forward_pools_cameras_with_one_image_in_the_batch() -> Non
     torch.testing.assert_close(out[[0, 1, 2]], model(images[[0, 1, 2]])["before"], **ROUNDING)
 
 
-def _per_group_forwards(model: torch.nn.Module, images: torch.Tensor, groups: list[torch.Tensor]) -> dict:
-    """Reference: one plain forward per camera group (each BN layer sees only that group), outputs in batch order."""
-    outputs: dict[str, torch.Tensor] = {}
-    for index in groups:
-        for key, value in model(images[index]).items():
-            outputs.setdefault(key, value.new_zeros((images.shape[0], *value.shape[1:])))
-            outputs[key] = outputs[key].index_copy(0, index, value)
-    return outputs
-
-
 def test_one_forward_camera_bn_equals_per_group_forwards_in_outputs_gradients_and_running_statistics() -> None:
     """The single-forward camera BN against per-group forwards on a copy of the model: the same outputs, the same
     weight gradients, and the same running statistics (one momentum update per group, in group order)."""
@@ -174,7 +165,7 @@ def test_one_forward_camera_bn_equals_per_group_forwards_in_outputs_gradients_an
     groups = camera_groups(camids)
     assert [g.tolist() for g in groups] == [[1, 3, 6, 9, 7], [0, 2, 5, 8], [4, 10, 11]]
     out = model(images, camids=camids)
-    expected = _per_group_forwards(reference, images, groups)
+    expected = per_group_forwards(reference, images, groups)
     for key in ("before", "after", "logits"):
         torch.testing.assert_close(out[key], expected[key], **ROUNDING)
     out["logits"].square().sum().backward()
