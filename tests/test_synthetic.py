@@ -139,13 +139,17 @@ def test_same_seed_gives_identical_bytes_and_other_seed_differs(tmp_path: Path) 
 
 
 def test_marker_fast_path_leaves_files_untouched(tmp_path: Path) -> None:
-    root = generate_domain("synth-a", tmp_path / "a", **TINY)
+    lines: list[str] = []
+    root = generate_domain("synth-a", tmp_path / "a", log=lines.append, **TINY)
+    assert lines == [f"generating synthetic domain synth-a into {tmp_path / 'a'} (missing; ~30 s)"]
     marker = json.loads((root / ".complete").read_text())
     assert marker["params"]["num_train_ids"] == 2 and marker["params"]["domain"] == "synth-a"
     assert marker["counts"] == split_counts(root)
     mtimes = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
     assert generate_domain("synth-a", root, **TINY) == root
-    assert ensure_synthetic("synth-a", root, **TINY) == root
+    lines: list[str] = []
+    assert ensure_synthetic("synth-a", root, log=lines.append, **TINY) == root
+    assert lines == []  # nothing generated, nothing said
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == mtimes
 
 
@@ -165,7 +169,9 @@ def test_other_params_need_overwrite_and_ensure_synthetic_regenerates(tmp_path: 
     root = generate_domain("synth-a", tmp_path / "a", **TINY)
     with pytest.raises(DatasetError, match="other parameters"):
         generate_domain("synth-a", root, num_train_ids=3, num_test_ids=2, images_per_id=4)
-    ensure_synthetic("synth-a", root, num_train_ids=3, num_test_ids=2, images_per_id=4)
+    lines: list[str] = []
+    ensure_synthetic("synth-a", root, num_train_ids=3, num_test_ids=2, images_per_id=4, log=lines.append)
+    assert lines == [f"generating synthetic domain synth-a into {root} (other parameters; ~30 s)"]
     assert split_counts(root)["bounding_box_train"] == 3 * 4
     assert json.loads((root / ".complete").read_text())["params"]["num_train_ids"] == 3
 

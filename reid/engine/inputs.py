@@ -56,7 +56,8 @@ def load_domain(name: str, root: str, cfg: Config, verbose: bool) -> ReidDataset
         if distributed.is_main():
             ensure_synthetic(name, root, num_train_ids=cfg.data.synthetic_train_ids,
                              num_test_ids=cfg.data.synthetic_test_ids,
-                             images_per_id=cfg.data.synthetic_images_per_id, seed=0)
+                             images_per_id=cfg.data.synthetic_images_per_id, seed=0,
+                             log=print if verbose else None)
         distributed.barrier()
         name = "market-format"
     return build_dataset(name, root, verbose=verbose)

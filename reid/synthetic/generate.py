@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -197,6 +198,7 @@ def generate_domain(
     images_per_id: int = 12,
     seed: int = 0,
     overwrite: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> Path:
     """Write domain ``name`` to ``root`` in Market-1501 layout and return ``root``.
 
@@ -210,6 +212,8 @@ def generate_domain(
         num_train_ids, num_test_ids: identities per split (disjoint pids).
         images_per_id: images per identity, >= 4 (two cameras, each with a query and a gallery image).
         seed: same seed, same bytes.
+        log: called with one line (the domain, the folder and why) before anything is written, so that a
+            mistyped ``data.*_root`` shows where the data went.
     """
     style = domain_style(name)
     if num_train_ids < 1 or num_test_ids < 1 or num_train_ids + num_test_ids > 9999:
@@ -235,6 +239,10 @@ def generate_domain(
             f"the synthetic generator"
         )
 
+    if log is not None:
+        why = ("other parameters" if marker is not None else
+               "empty or half-written" if root.is_dir() else "missing")
+        log(f"generating synthetic domain {name} into {root} ({why}; ~30 s)")
     root.mkdir(parents=True, exist_ok=True)
     (root / COMPLETE_MARKER).unlink(missing_ok=True)
     (root / OWNER_MARKER).write_text("written by reid.data.synthetic\n")
@@ -253,22 +261,22 @@ def generate_domain(
     return root
 
 
-def ensure_synthetic(name: str, root: str | Path, **params: int) -> Path:
+def ensure_synthetic(name: str, root: str | Path, log: Callable[[str], None] | None = None, **params: int) -> Path:
     """Generate domain ``name`` at ``root`` if it is missing, half-written or made with other ``params``.
 
     ``params`` are the keyword arguments of :func:`generate_domain` (num_train_ids, num_test_ids,
-    images_per_id, seed). Returns ``root``.
+    images_per_id, seed); ``log`` as there. Returns ``root``.
     """
     unknown = set(params) - {"num_train_ids", "num_test_ids", "images_per_id", "seed"}
     if unknown:
         raise ConfigError(f"unknown synthetic data parameter(s): {', '.join(sorted(unknown))}")
     marker = _read_marker(Path(root))
     try:
-        return generate_domain(name, root, **params)
+        return generate_domain(name, root, log=log, **params)
     except DatasetError:
         if marker is None:  # not ours: do not overwrite
             raise
-        return generate_domain(name, root, overwrite=True, **params)
+        return generate_domain(name, root, overwrite=True, log=log, **params)
 
 
 def split_counts(root: str | Path) -> dict[str, int]:
