@@ -120,11 +120,32 @@ def test_dropping_the_shared_directions_files_identities_together():
     for drop in (0, 64):
         space = ivf.fit_partition_space(x, drop=drop, dim=512)
         filed = space.transform(x)
-        list_of = ivf.assign(filed, ivf.train_centroids(filed, 60))
+        list_of, _ = ivf.assign(filed, ivf.train_centroids(filed, 60))
         # per identity: the share of its images in its most common list
         shares[drop] = np.mean([np.bincount(list_of[labels == i]).max() / np.count_nonzero(labels == i)
                                 for i in range(160)])
     assert shares[0] < 0.6 and shares[64] > 0.9, shares  # measured 0.45 and 0.95
+
+
+def test_second_choices_decide_which_lists_are_joined():
+    # 4 lists; centroid similarity would pair 0 with 1 and 2 with 3, but the features of list 0 have list 3 as
+    # their second choice (an identity split between 0 and 3)
+    centroids = l2_normalise(np.array([[1, 0, 0], [0.9, 0.4, 0], [0, 1, 0.1], [0, 0.9, 0.4]], dtype=np.float32))
+    list_of = np.array([0, 0, 0, 1, 2, 3, 3])
+    second_of = np.array([3, 3, 1, 0, 3, 2, 0])
+    by_similarity = ivf.build_inverted_file(list_of, centroids, nprobe=2)  # cosines 0-1 0.91, 2-3 0.95, 1-2 0.40
+    assert {tuple(p) for p in by_similarity.pairs} == {(0, 0), (1, 1), (2, 2), (3, 3), (0, 1), (2, 3)}
+    by_second = ivf.build_inverted_file(list_of, centroids, nprobe=2, second_of=second_of)
+    # counts, symmetric: (0,3): 2 + 1 = 3, (0,1): 1 + 1 = 2, (2,3): 1 + 1 = 2; list 1's best is 0, 2's is 3
+    assert {tuple(p) for p in by_second.pairs} == {(0, 0), (1, 1), (2, 2), (3, 3), (0, 3), (0, 1), (2, 3)}
+
+
+def test_assign_returns_the_nearest_and_second_nearest_centroid():
+    centroids = np.eye(3, dtype=np.float32)
+    x = np.array([[0.9, 0.3, 0.1], [0.1, 0.2, 0.95], [0.5, 0.5, 0.0]], dtype=np.float32)
+    first, second = ivf.assign(x, centroids)
+    np.testing.assert_array_equal(first, [0, 2, 0])  # a tie goes to the lower index
+    np.testing.assert_array_equal(second, [1, 1, 1])
 
 
 def test_knn_auto_switches_at_the_measured_size():
@@ -180,6 +201,17 @@ def test_float16_features_give_the_search_of_their_float32_values(clustered):
         ref_sims, ref_ids = knn_search(half.astype(np.float32), 10, method=method)
         np.testing.assert_array_equal(ids, ref_ids)
         np.testing.assert_allclose(sims, ref_sims, atol=1e-6)
+
+
+def test_float16_unit_rows_are_not_copied_and_others_are_normalised(clustered):
+    x, _ = clustered
+    half = x.astype(np.float16)  # unit rows, rounded to float16
+    assert l2_normalise(half) is half  # no 2-byte copy of a million-row set
+    scaled = (x * 3).astype(np.float16)
+    out = l2_normalise(scaled)
+    assert out is not scaled and out.dtype == np.float16
+    np.testing.assert_allclose(out.astype(np.float32), x, atol=2e-3)
+    np.testing.assert_array_equal(scaled, (x * 3).astype(np.float16))  # the input is left alone
 
 
 def test_float16_jaccard_is_close_to_float32(clustered):

@@ -45,7 +45,7 @@ _KMEANS_ITERATIONS = 10
 # (at most D / 8), and sketch dimensions by default (docs/BENCHMARKS.md, "Clustering at scale").
 _PCA_SAMPLE = 20_000
 DEFAULT_DROP = 64
-DEFAULT_PARTITION_DIM = 512
+DEFAULT_PARTITION_DIM = 0  # no sketch: at 100,000 x 2048 a 512-d sketch split identities (ARI 0.967 vs 0.993)
 _SUBSPACE_ITERATIONS = 8
 
 
@@ -113,12 +113,12 @@ def fit_partition_space(features: np.ndarray, drop: int = -1, dim: int = 0, seed
     Args:
         features: (N, D) float32 or float16.
         drop: principal components to remove; -1: ``DEFAULT_DROP``; at most D / 8 either way.
-        dim: sketch dimensions; 0: ``DEFAULT_PARTITION_DIM``; none when ``dim >= D``.
+        dim: sketch dimensions; 0 or ``dim >= D``: none (the full features, ``DEFAULT_PARTITION_DIM``).
         seed: of the sample and the sketch.
     """
     num_samples, full_dim = features.shape
     drop = min(DEFAULT_DROP if drop < 0 else drop, full_dim // 8)
-    dim = dim or DEFAULT_PARTITION_DIM
+    dim = dim or DEFAULT_PARTITION_DIM or full_dim
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(num_samples, size=min(num_samples, _PCA_SAMPLE), replace=False))
     x = torch.from_numpy(np.asarray(features[sample], dtype=np.float32))
@@ -148,45 +148,64 @@ def leading_eigenvectors(matrix: torch.Tensor, count: int, generator: torch.Gene
     return (q @ vectors[:, width - count :]).contiguous()
 
 
-def train_centroids(features: np.ndarray, nlist: int, seed: int = 0) -> np.ndarray:
-    """Spherical k-means (faiss) on a seeded sample of ``nlist`` x 40 features, 10 iterations. (N, D) -> (nlist, D) float32."""
+def train_centroids(features: np.ndarray, nlist: int, seed: int = 0, space: PartitionSpace | None = None) -> np.ndarray:
+    """Spherical k-means (faiss) on a seeded sample of ``nlist`` x 40 features (taken into ``space`` when given),
+    10 iterations. (N, D) -> (nlist, d) float32."""
     num_samples = features.shape[0]
     if not 1 <= nlist <= num_samples:
         raise ValueError(f"nlist must be in [1, N={num_samples}], got nlist={nlist}")
     rng = np.random.default_rng(seed)
     size = min(num_samples, nlist * _TRAIN_POINTS_PER_LIST)
     sample = np.sort(rng.choice(num_samples, size=size, replace=False))
-    train = np.ascontiguousarray(features[sample], dtype=np.float32)
-    kmeans = faiss.Kmeans(features.shape[1], nlist, niter=_KMEANS_ITERATIONS, spherical=True, seed=seed,
+    train = np.ascontiguousarray(features[sample] if space is None else space.transform(features[sample]),
+                                 dtype=np.float32)
+    kmeans = faiss.Kmeans(train.shape[1], nlist, niter=_KMEANS_ITERATIONS, spherical=True, seed=seed,
                           max_points_per_centroid=_TRAIN_POINTS_PER_LIST, verbose=False)
     kmeans.cp.min_points_per_centroid = 1  # the sample is sized above; no warning for small N
     kmeans.train(train)
     return np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
 
 
-def assign(features: np.ndarray, centroids: np.ndarray, rows: tuple[int, int] | None = None) -> np.ndarray:
-    """Nearest centroid (inner product; ties to the lower index) of ``features[rows[0]:rows[1]]``. -> int64."""
+def assign(features: np.ndarray, centroids: np.ndarray, rows: tuple[int, int] | None = None,
+           space: PartitionSpace | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest and second-nearest centroid (inner product; ties to the lower index) of
+    ``features[rows[0]:rows[1]]``, each chunk first taken into ``space`` when given (so the whole
+    partition-space copy is never held). -> two int64 arrays (the second equals the first with one centroid)."""
     start, stop = rows if rows is not None else (0, features.shape[0])
     c = torch.from_numpy(centroids)
-    chunk = max(1, _BLOCK_ENTRIES // max(1, centroids.shape[0]))
-    out = np.empty(stop - start, dtype=np.int64)
+    chunk = max(1, _BLOCK_ENTRIES // max(1, centroids.shape[0], features.shape[1]))
+    nearest = np.empty((stop - start, 2), dtype=np.int64)
     with torch.inference_mode():
         for a in range(start, stop, chunk):
             b = min(a + chunk, stop)
-            block = torch.from_numpy(np.asarray(features[a:b], dtype=np.float32)) @ c.T
-            out[a - start : b - start] = torch.argmax(block, dim=1).numpy()
-    return out
+            block = space.transform(features, rows=(a, b)) if space is not None else features[a:b]
+            similarities = torch.from_numpy(np.asarray(block, dtype=np.float32)) @ c.T
+            top = torch.topk(similarities, min(2, c.shape[0]), dim=1).indices
+            nearest[a - start : b - start] = top[:, [0, -1]].numpy()
+    return nearest[:, 0], nearest[:, 1]
 
 
-def build_inverted_file(list_of: np.ndarray, centroids: np.ndarray, nprobe: int) -> InvertedFile:
-    """File each feature under its list, and pick the list pairs to join (``nprobe`` nearest lists each)."""
+def build_inverted_file(list_of: np.ndarray, centroids: np.ndarray, nprobe: int,
+                        second_of: np.ndarray | None = None) -> InvertedFile:
+    """File each feature under its list, and pick the list pairs to join: each list with itself and its
+    ``nprobe - 1`` most related lists, the relation made symmetric.
+
+    Related lists: without ``second_of``, by centroid similarity. With it (each feature's second-nearest list),
+    by how many features of either list have the other as their second choice — the lists an identity split by
+    a k-means boundary straddles — centroid similarity breaking ties. With many identities per list a split
+    identity moves the two centroids only a little towards each other, so centroid similarity alone misses
+    many of those pairs (docs/BENCHMARKS.md)."""
     nlist = centroids.shape[0]
     nprobe = int(min(max(1, nprobe), nlist))
     order = np.argsort(list_of, kind="stable")
     offsets = np.searchsorted(list_of[order], np.arange(nlist + 1)).astype(np.int64)
-    similarity = centroids @ centroids.T
-    np.fill_diagonal(similarity, np.inf)  # a list always probes itself first
-    probes = np.argsort(-similarity, axis=1, kind="stable")[:, :nprobe]
+    related = (centroids @ centroids.T).astype(np.float64) / 2  # in [-0.5, 0.5]: below one shared feature
+    if second_of is not None:
+        shared = np.zeros((nlist, nlist))
+        np.add.at(shared, (list_of, second_of), 1.0)
+        related += shared + shared.T
+    np.fill_diagonal(related, np.inf)  # a list always probes itself first
+    probes = np.argsort(-related, axis=1, kind="stable")[:, :nprobe]
     a = np.repeat(np.arange(nlist), nprobe)
     b = probes.ravel()
     pairs = np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1), axis=0)

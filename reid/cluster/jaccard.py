@@ -34,6 +34,9 @@ from reid.kreciprocal import k_reciprocal_expansion, neighbour_graph, reciprocal
 _MAX_PAIRS_PER_CHUNK = 2**22
 # Bytes of features gathered at once to compute the inner products the k-NN search did not return.
 _GATHER_BYTES = 2**26
+# Largest |norm - 1| of a float16 row taken as already unit: rounding each entry of a unit row to float16 moves
+# its norm by ~2**-11 (relative); renormalising would change nothing but that rounding.
+_FLOAT16_UNIT = 2e-3
 
 
 def jaccard_distance(
@@ -135,7 +138,9 @@ def camera_jaccard_distance(
 
 def l2_normalise(features: np.ndarray) -> np.ndarray:
     """(N, D) -> (N, D) unit rows (zero rows stay zero, as ``F.normalize`` does): float32, or float16 for
-    float16 input (normalised in float32 chunk by chunk, so no float32 copy of the whole array is made)."""
+    float16 input (normalised in float32 chunk by chunk, so no float32 copy of the whole array is made).
+    Float16 rows whose norms are all 1 to float16 precision (within ``_FLOAT16_UNIT``) come back as they are,
+    without a copy: 4 GB saved at 1,000,000 x 2048."""
     features = np.asarray(features)
     if features.ndim != 2 or features.shape[0] == 0:
         raise ValueError(f"features must be a non-empty 2-D (N, D) array, got shape {features.shape}")
@@ -143,8 +148,11 @@ def l2_normalise(features: np.ndarray) -> np.ndarray:
         features = np.asarray(features, dtype=np.float32)
         norms = np.linalg.norm(features, axis=1, keepdims=True)
         return np.ascontiguousarray(features / np.maximum(norms, 1e-12), dtype=np.float32)
-    out = np.empty(features.shape, dtype=np.float16)
     chunk = max(1, _GATHER_BYTES // (4 * features.shape[1]))
+    if all(np.abs(np.linalg.norm(features[start : start + chunk].astype(np.float32), axis=1) - 1).max()
+           <= _FLOAT16_UNIT for start in range(0, features.shape[0], chunk)):
+        return features
+    out = np.empty(features.shape, dtype=np.float16)
     for start in range(0, features.shape[0], chunk):
         block = features[start : start + chunk].astype(np.float32)
         out[start : start + chunk] = block / np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)

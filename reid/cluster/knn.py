@@ -55,8 +55,8 @@ class KnnMethod:
         kind: ``exact`` | ``projected`` | ``ivf`` | ``auto`` (projected from ``AUTO_APPROXIMATE_MIN_SAMPLES``
             features on, exact below).
         dim: projected: sketch dimensions; 0: ``DEFAULT_PROJECTION_DIM`` (a sketch at least as wide as the
-            features is the exact search). ivf: dimensions of the space the lists are made in; 0:
-            :data:`reid.cluster.ivf.DEFAULT_PARTITION_DIM`.
+            features is the exact search). ivf: a sketch of the space the lists are made in to ``dim``
+            dimensions; 0: none (:data:`reid.cluster.ivf.DEFAULT_PARTITION_DIM`).
         candidates: projected: candidates per row re-ranked exactly; 0: ``DEFAULT_CANDIDATES_PER_K`` x k.
         nlist: inverted lists; 0: :func:`reid.cluster.ivf.default_nlist` (4·sqrt(N)).
         nprobe: lists each list is joined with (itself included); 0: ``DEFAULT_NPROBE``.
@@ -188,23 +188,22 @@ def _knn_ivf(features: np.ndarray, k: int, method: KnnMethod, ranks: int) -> tup
     nlist = min(nlist, num_samples)
     if ranks == 1:
         space = ivf.fit_partition_space(features, drop=method.drop, dim=method.dim, seed=method.seed)
-        filed = space.transform(features)
-        centroids = ivf.train_centroids(filed, nlist, seed=method.seed)
-        list_of = ivf.assign(filed, centroids)
-        del filed
+        centroids = ivf.train_centroids(features, nlist, seed=method.seed, space=space)
+        list_of, second_of = ivf.assign(features, centroids, space=space)
     else:
         space = centroids = None
         if distributed.is_main():
             space = ivf.fit_partition_space(features, drop=method.drop, dim=method.dim, seed=method.seed)
-            centroids = ivf.train_centroids(space.transform(features), nlist, seed=method.seed)
+            centroids = ivf.train_centroids(features, nlist, seed=method.seed, space=space)
         space, centroids = distributed.broadcast_object((space, centroids))
         bounds = np.linspace(0, num_samples, ranks + 1).astype(np.int64)
         rank = distributed.rank()
         shares: list = [None] * ranks
-        mine = ivf.assign(space.transform(features, rows=(int(bounds[rank]), int(bounds[rank + 1]))), centroids)
+        mine = ivf.assign(features, centroids, rows=(int(bounds[rank]), int(bounds[rank + 1])), space=space)
         dist.all_gather_object(shares, mine)
-        list_of = np.concatenate(shares)
-    inverted = ivf.build_inverted_file(list_of, centroids, method.nprobe or DEFAULT_NPROBE)
+        list_of = np.concatenate([first for first, _ in shares])
+        second_of = np.concatenate([second for _, second in shares])
+    inverted = ivf.build_inverted_file(list_of, centroids, method.nprobe or DEFAULT_NPROBE, second_of=second_of)
     pairs = inverted.pairs
     if ranks > 1:
         pairs = pairs[_balanced_share(inverted.pair_costs(), ranks, distributed.rank())]
