@@ -115,7 +115,7 @@ def _measure(num_samples: int, knn: str, dim: int, nlist: int, nprobe: int, floa
         "num_samples": num_samples, "dim": dim, "knn": kind,
         "nlist": (nlist or default_nlist(num_samples)) if kind == "ivf" else None,
         "nprobe": (nprobe or DEFAULT_NPROBE) if kind == "ivf" else None,
-        "sketch_dim": sketch_dim or (DEFAULT_PROJECTION_DIM if kind == "projected" else DEFAULT_PARTITION_DIM),
+        "sketch_dim": sketch_dim or (DEFAULT_PROJECTION_DIM if kind == "projected" else DEFAULT_PARTITION_DIM or dim),
         "drop": (DEFAULT_DROP if drop < 0 else drop) if kind == "ivf" else None,
         "candidates": (candidates or DEFAULT_CANDIDATES_PER_K * k1) if kind == "projected" else None,
         "float16": float16, "seconds_generate": generated,
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--float16", action="store_true")
     parser.add_argument("--dim", type=int, default=2048)
     parser.add_argument("--sketch-dim", type=int, default=0, help="projected: sketch dimensions (0: 512); ivf: "
-                        "dimensions of the partition space (0: 512)")
+                        "sketch of the partition space (0: none)")
     parser.add_argument("--drop", type=int, default=-1, help="ivf: leading principal components removed before "
                         "filing (-1: 64)")
     parser.add_argument("--candidates", type=int, default=0, help="projected: candidates per row (0: 4 k1)")

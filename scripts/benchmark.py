@@ -185,8 +185,8 @@ def main() -> None:
     parser.add_argument("--knn", choices=["exact", "projected", "ivf", "auto"], default="ivf", help="cluster --n: k-NN search")
     parser.add_argument("--nlist", type=int, default=0, help="cluster --n: inverted lists (0: 4 sqrt(N))")
     parser.add_argument("--nprobe", type=int, default=0, help="cluster --n: lists joined per list (0: 8)")
-    parser.add_argument("--sketch-dim", type=int, default=0, help="cluster --n --knn projected: sketch dimensions "
-                        "(0: 512, cluster.knn_dim)")
+    parser.add_argument("--sketch-dim", type=int, default=0, help="cluster --n: projected: sketch dimensions "
+                        "(0: 512); ivf: sketch of the partition space (0: none) (cluster.knn_dim)")
     parser.add_argument("--candidates", type=int, default=0, help="cluster --n --knn projected: candidates per row "
                         "re-ranked exactly (0: 4 k1, cluster.knn_candidates)")
     parser.add_argument("--drop", type=int, default=-1, help="cluster --n --knn ivf: leading principal components "
