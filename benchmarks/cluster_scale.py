@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sketch-dim", type=int, default=0, help="projected: sketch dimensions (0: 512); ivf: "
                         "sketch of the partition space (0: none)")
     parser.add_argument("--drop", type=int, default=-1, help="ivf: leading principal components removed before "
-                        "filing (-1: 64)")
+                        "filing (-1: 0)")
     parser.add_argument("--candidates", type=int, default=0, help="projected: candidates per row (0: 4 k1)")
     parser.add_argument("--ranks", type=int, default=0, help="the k-NN search alone, split across this many gloo "
                         "processes, side by side with one process")

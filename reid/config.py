@@ -140,13 +140,13 @@ class ClusterConfig:
     k2_inter: int = 4
     # large targets (README "Clustering a large target"): how the plain distance finds its k1 neighbours:
     # exact | projected (random-projection candidates, re-ranked) | ivf (k-means lists in a space without the
-    # shared leading directions) | auto (ivf from 50,000 images); split across ranks under torchrun
+    # shared leading directions) | auto (projected from 50,000 images); split across ranks under torchrun
     knn: Literal["exact", "projected", "ivf", "auto"] = "exact"
     knn_dim: int = 0                   # projected: sketch dimensions; 0: 512. ivf: sketch of the partition space; 0: none
     knn_candidates: int = 0            # projected: candidates re-ranked per image; 0: 4 x k1
     knn_nlist: int = 0                 # ivf: inverted lists; 0: 4 sqrt(N)
     knn_nprobe: int = 0                # ivf: lists each list is joined with, itself included; 0: 8
-    knn_drop: int = -1                 # ivf: leading principal components removed before filing; -1: 64 (<= D/8)
+    knn_drop: int = -1                 # ivf: leading principal components removed before filing; -1: 0 (<= D/8)
     # float16 halves the clustering features' memory; products in float32
     feature_dtype: Literal["float32", "float16"] = "float32"
 

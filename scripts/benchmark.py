@@ -190,7 +190,7 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=0, help="cluster --n --knn projected: candidates per row "
                         "re-ranked exactly (0: 4 k1, cluster.knn_candidates)")
     parser.add_argument("--drop", type=int, default=-1, help="cluster --n --knn ivf: leading principal components "
-                        "removed before filing (-1: 64, cluster.knn_drop)")
+                        "removed before filing (-1: 0, cluster.knn_drop)")
     parser.add_argument("--float16", action="store_true", help="cluster --n: float16 features")
     parser.add_argument("--exact-max", type=int, default=100000, help="cluster --n: largest N run exactly too")
     parser.add_argument("--arch", default="resnet50")

@@ -152,7 +152,7 @@ def test_knn_auto_switches_at_the_measured_size():
     from reid.cluster.knn import AUTO_APPROXIMATE_MIN_SAMPLES
 
     assert KnnMethod("auto").resolve(AUTO_APPROXIMATE_MIN_SAMPLES - 1) == "exact"
-    assert KnnMethod("auto").resolve(AUTO_APPROXIMATE_MIN_SAMPLES) == "ivf"
+    assert KnnMethod("auto").resolve(AUTO_APPROXIMATE_MIN_SAMPLES) == "projected"
     assert KnnMethod("exact").resolve(10**9) == "exact"
     with pytest.raises(ValueError, match="exact, projected, ivf or auto"):
         KnnMethod("hnsw").resolve(10)

@@ -11,13 +11,15 @@ faiss ``IndexIVFFlat`` searched with every feature as a query, but it is organis
   other way round (so the probing is symmetric).
 
 **The partition space.** The lists are not made on the features themselves but on a :class:`PartitionSpace`:
-the features centred on their mean, with their ``drop`` leading principal components removed, sketched to
-``dim`` dimensions by a seeded Gaussian projection and re-normalised. The leading components of re-ID features
-are the nuisances every identity shares (camera, pose, background, the mean direction); k-means on the raw
-features splits along them, so the lists cut across identities (on the benchmark's features only 43 % of an
-image's identity shared its list, and recall was 0.42 at 32 lists probed). Without them the lists follow the
-identities (99.9 % at 30,000; docs/BENCHMARKS.md). Only the filing uses that space: every similarity is
-computed on the full features.
+the features centred on their mean (without it the mean direction draws the noisiest features into one huge
+list), optionally with their ``drop`` leading principal components removed, optionally sketched to ``dim``
+dimensions by a seeded Gaussian projection, and re-normalised. Where the leading components are nuisances every
+identity shares (camera, pose: the benchmark's synthetic features), k-means on the raw features splits along
+them and the lists cut across identities (43 % of an image's identity shared its list); without them the lists
+follow the identities (99.8 % at 30,000). On real CUHK03 features the leading components carry identity, and
+removing them splits identities instead: hence ``drop`` defaults to 0 and is a per-dataset choice
+(``cluster.knn_drop``; docs/BENCHMARKS.md). Only the filing uses that space: every similarity is computed on
+the full features.
 
 A faiss ``IndexIVFFlat`` scans each query's lists one query at a time (memory-bound: every vector is streamed
 again for every query that probes it); on this project's 2-core machines it was slower than the exact blocked
@@ -44,7 +46,10 @@ _KMEANS_ITERATIONS = 10
 # The partition space: features its principal components are estimated from, components removed by default
 # (at most D / 8), and sketch dimensions by default (docs/BENCHMARKS.md, "Clustering at scale").
 _PCA_SAMPLE = 20_000
-DEFAULT_DROP = 64
+# 0: on real CUHK03 features (docs/BENCHMARKS.md) removing them split identities (same-identity pairs sharing a
+# list 0.23 -> 0.06 with 64 removed); on the benchmark's synthetic features, whose leading directions are camera
+# and pose, removing 64 is what makes the lists follow identities. A per-dataset choice: cluster.knn_drop.
+DEFAULT_DROP = 0
 DEFAULT_PARTITION_DIM = 0  # no sketch: at 100,000 x 2048 a 512-d sketch split identities (ARI 0.967 vs 0.993)
 _SUBSPACE_ITERATIONS = 8
 

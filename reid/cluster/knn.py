@@ -7,7 +7,7 @@ inner products; a Johnson-Lindenstrauss sketch keeps every direction equally, so
 identities are laid out, but it is still quadratic); ``ivf`` (approximate and sub-quadratic: k-means lists made
 in a space without the features' shared leading directions, each joined with the lists its features name as
 second choice; what it misses are neighbours filed in lists that are not joined, see docs/BENCHMARKS.md); or
-``auto`` (``ivf`` from ``AUTO_APPROXIMATE_MIN_SAMPLES`` features on). With
+``auto`` (``projected`` from ``AUTO_APPROXIMATE_MIN_SAMPLES`` features on). With
 ``shard=True`` inside an initialised torch.distributed job every rank computes its share of the similarity blocks
 (exact, and the sketch's search in projected) or of the list pairs (ivf) and the ranks' candidate lists are
 gathered and merged, so every rank gets the
@@ -39,8 +39,9 @@ from reid.cluster import ivf
 
 # Entries of one float32 similarity block (rows x columns): 2**25 entries = 128 MiB.
 _BLOCK_ENTRIES = 2**25
-# ``auto`` switches to the inverted file from this many features on (docs/BENCHMARKS.md, "Clustering at scale":
-# at 100,000 it is 4.4x faster than exact with ARI 0.994 against it; below 50,000 exact takes under a minute).
+# ``auto`` switches to the projected search from this many features on (docs/BENCHMARKS.md, "Clustering at
+# scale"): it does not depend on how the identities are laid out; ivf is faster but its lists do (measured both
+# ways), so it is chosen by name. Below 50,000 the exact search takes under a minute on 2 cores.
 AUTO_APPROXIMATE_MIN_SAMPLES = 50_000
 # The projected search: dimensions of the sketch, and candidates per row as a multiple of k.
 DEFAULT_PROJECTION_DIM = 512
@@ -54,7 +55,7 @@ class KnnMethod:
     """How :func:`knn_search` finds the neighbours (``cluster.knn*`` in the config).
 
     Attributes:
-        kind: ``exact`` | ``projected`` | ``ivf`` | ``auto`` (ivf from ``AUTO_APPROXIMATE_MIN_SAMPLES``
+        kind: ``exact`` | ``projected`` | ``ivf`` | ``auto`` (projected from ``AUTO_APPROXIMATE_MIN_SAMPLES``
             features on, exact below).
         dim: projected: sketch dimensions; 0: ``DEFAULT_PROJECTION_DIM`` (a sketch at least as wide as the
             features is the exact search). ivf: a sketch of the space the lists are made in to ``dim``
@@ -80,7 +81,7 @@ class KnnMethod:
         if self.kind not in ("exact", "projected", "ivf", "auto"):
             raise ValueError(f"knn kind must be exact, projected, ivf or auto, got {self.kind!r}")
         if self.kind == "auto":
-            return "ivf" if num_samples >= AUTO_APPROXIMATE_MIN_SAMPLES else "exact"
+            return "projected" if num_samples >= AUTO_APPROXIMATE_MIN_SAMPLES else "exact"
         return self.kind
 
 
