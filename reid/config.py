@@ -139,8 +139,8 @@ class ClusterConfig:
     k2_intra: int = 2
     k2_inter: int = 4
     # large targets (README "Clustering a large target"): how the plain distance finds its k1 neighbours:
-    # exact | projected (random-projection candidates, re-ranked) | ivf (k-means lists in a space without the
-    # shared leading directions) | auto (projected from 50,000 images); split across ranks under torchrun
+    # exact | projected (random-projection candidates, re-ranked) | ivf (k-means lists on the centred features,
+    # optionally without their leading directions) | auto (projected from 50,000 images); split across ranks
     knn: Literal["exact", "projected", "ivf", "auto"] = "exact"
     knn_dim: int = 0                   # projected: sketch dimensions; 0: 512. ivf: sketch of the partition space; 0: none
     knn_candidates: int = 0            # projected: candidates re-ranked per image; 0: 4 x k1

@@ -1,14 +1,15 @@
 """Approximate k-NN self-search for large N: an inverted file (IVF) joined with itself list pair by list pair.
 
 Every feature is filed under its nearest of ``nlist`` centroids (spherical k-means, faiss, trained on a seeded
-sample), and each list is searched against its ``nprobe`` nearest lists (itself first). The work is the same as a
+sample), and each list is searched against itself and its ``nprobe - 1`` most related lists. The work is the same as a
 faiss ``IndexIVFFlat`` searched with every feature as a query, but it is organised for a *self*-join:
 
 - the features are reordered list by list, so the members of every list are one contiguous block, and the
   search of list ``a`` against list ``b`` is one matrix product of two blocks (BLAS), fed to faiss's per-row
   heaps for ``a``'s rows and, transposed, for ``b``'s rows — each pair of lists is computed once;
-- ``b`` is probed by ``a`` when it is among ``a``'s ``nprobe`` nearest lists by centroid similarity, or the
-  other way round (so the probing is symmetric).
+- ``b`` is joined with ``a`` when it is among ``a``'s most related lists, or the other way round (so the
+  joining is symmetric); related: most often named as second-nearest list by the other's features, centroid
+  similarity breaking ties (:func:`build_inverted_file`).
 
 **The partition space.** The lists are not made on the features themselves but on a :class:`PartitionSpace`:
 the features centred on their mean (without it the mean direction draws the noisiest features into one huge
@@ -43,8 +44,8 @@ _BLOCK_ENTRIES = 2**25
 # Features k-means is trained on, per centroid (faiss warns below 39, its own cap is 256: k-means is a large share of the time).
 _TRAIN_POINTS_PER_LIST = 40
 _KMEANS_ITERATIONS = 10
-# The partition space: features its principal components are estimated from, components removed by default
-# (at most D / 8), and sketch dimensions by default (docs/BENCHMARKS.md, "Clustering at scale").
+# The partition space (docs/BENCHMARKS.md, "Clustering at scale"): features its mean and principal components are
+# estimated from, components removed by default (at most D / 8), sketch dimensions by default.
 _PCA_SAMPLE = 20_000
 # 0: on real CUHK03 features (docs/BENCHMARKS.md) removing them split identities (same-identity pairs sharing a
 # list 0.23 -> 0.06 with 64 removed); on the benchmark's synthetic features, whose leading directions are camera
@@ -149,7 +150,7 @@ def leading_eigenvectors(matrix: torch.Tensor, count: int, generator: torch.Gene
     q = torch.linalg.qr(torch.randn(size, width, generator=generator, dtype=matrix.dtype)).Q
     for _ in range(iterations):
         q = torch.linalg.qr(matrix @ q).Q
-    values, vectors = torch.linalg.eigh(q.T @ matrix @ q)  # ascending
+    _, vectors = torch.linalg.eigh(q.T @ matrix @ q)  # ascending
     return (q @ vectors[:, width - count :]).contiguous()
 
 

@@ -5,8 +5,8 @@
 random projection of the features to ``dim`` dimensions finds ``candidates`` per row, re-ranked by their exact
 inner products; a Johnson-Lindenstrauss sketch keeps every direction equally, so it does not depend on how the
 identities are laid out, but it is still quadratic); ``ivf`` (approximate and sub-quadratic: k-means lists made
-in a space without the features' shared leading directions, each joined with the lists its features name as
-second choice; what it misses are neighbours filed in lists that are not joined, see docs/BENCHMARKS.md); or
+on the centred features, optionally without their leading directions, each joined with the lists its features
+name as second choice; what it misses are neighbours filed in lists that are not joined, see docs/BENCHMARKS.md); or
 ``auto`` (``projected`` from ``AUTO_APPROXIMATE_MIN_SAMPLES`` features on). With
 ``shard=True`` inside an initialised torch.distributed job every rank computes its share of the similarity blocks
 (exact, and the sketch's search in projected) or of the list pairs (ivf) and the ranks' candidate lists are

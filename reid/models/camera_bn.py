@@ -5,8 +5,8 @@ The obvious implementation, one forward per camera group, gives each group a bat
 convolution back-end (oneDNN) builds new kernels for every new shape, and with 8 cameras and P x K batches the
 group sizes change every step: a round took 11x the plain one (docs/RESULTS.md). Here the batch keeps its shape:
 each BN layer sums its input per group (as products with a (B, G) one-hot membership matrix) and normalises with
-the statistics of the image's own group. Outputs equal the per-group forwards up to float rounding; the running statistics take one momentum update
-per group, in the same order (``tests/test_camera_bn.py`` checks both against per-group forwards). Under DDP
+the statistics of the image's own group. Outputs equal the per-group forwards up to float rounding; the running
+statistics take one momentum update per group, in the same order (``tests/test_camera_bn.py`` checks both against per-group forwards). Under DDP
 every rank normalises the camera groups of its own batch (SyncBatchNorm layers included: camera statistics are
 per rank, as with per-group forwards they could not be shared).
 """
