@@ -8,6 +8,7 @@ Run from the repository root::
     python scripts/benchmark.py cluster --n 100000 --knn ivf            # side by side with --knn exact
     python -m benchmarks.cluster_scale --n 100000 --knn ivf --exact      # the same, one JSON
     python -m benchmarks.cluster_scale --n 1000000 --knn ivf --float16   # exact not computed (half a day)
+    python -m benchmarks.cluster_scale --features outputs/emb    # real embeddings (scripts/embed.py): ivf's lists
 
 Each configuration runs in a fresh child process (multiprocessing "spawn"), so its peak memory is its own.
 """
@@ -150,6 +151,56 @@ def _exact_rows(features: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
     return best_ids.numpy()
 
 
+def real_feature_check(directory: str, drops: tuple[int, ...] = (0, 16, 64), nlist: int = 0, nprobe: int = 0,
+                       seed: int = 0, k1: int = 20, k2: int = 6, min_samples: int = 4) -> dict:
+    """ivf on real embeddings (``scripts/embed.py``'s ``features.npy`` + ``manifest.csv``, identities read from
+    Market-style file names ``PID_cCAM...``), for each number of leading principal components removed: how
+    often an identity's images share a list (its main list's share; the share of same-identity pairs filed
+    together), and the whole round against the exact one on the same features (k-NN recall@k1, ARI of the
+    pseudo-labels). The synthetic features' nuisance directions are not real ones: this is the check that
+    chose ``cluster.knn_drop``'s default (docs/BENCHMARKS.md)."""
+    import csv
+    from pathlib import Path
+
+    from sklearn.metrics import adjusted_rand_score
+
+    from reid.cluster import KnnMethod, cluster_dbscan, compute_eps, jaccard_distance, knn_search
+    from reid.cluster import ivf
+    from reid.data.datasets import parse_market_name
+
+    folder = Path(directory)
+    features = np.load(folder / "features.npy").astype(np.float32)
+    with open(folder / "manifest.csv", newline="") as handle:
+        names = [Path(row["path"]).name for row in csv.DictReader(handle)]
+    pids = np.array([parse_market_name(name)[0] for name in names])
+    _, labels = np.unique(pids, return_inverse=True)
+    nlist = nlist or ivf.default_nlist(features.shape[0])
+
+    def round_of(method):
+        neighbours = knn_search(features, k1, method=method)
+        dist = jaccard_distance(features, k1=k1, k2=k2, neighbours=neighbours)
+        return neighbours[1], cluster_dbscan(dist, compute_eps(dist, features.shape[0]), min_samples=min_samples)
+
+    exact_ids, exact_labels = round_of(KnnMethod("exact"))
+    result = {"features": str(folder), "num_samples": int(features.shape[0]), "num_ids": int(labels.max()) + 1,
+              "nlist": nlist, "exact_clusters": int(exact_labels.max()) + 1, "drops": {}}
+    for drop in drops:
+        space = ivf.fit_partition_space(features, drop=drop, seed=seed)
+        list_of, _ = ivf.assign(features, ivf.train_quantiser(features, nlist, seed=seed, space=space), space=space)
+        counts = np.zeros((labels.max() + 1, nlist))
+        np.add.at(counts, (labels, list_of), 1)
+        sizes = counts.sum(axis=1)
+        ids, approx_labels = round_of(KnnMethod("ivf", nlist=nlist, nprobe=nprobe, drop=drop, seed=seed))
+        result["drops"][str(drop)] = {
+            "identity_main_list_share": float(np.mean(counts.max(axis=1) / sizes)),
+            "same_identity_pairs_sharing_a_list": float((counts * (counts - 1)).sum() / (sizes * (sizes - 1)).sum()),
+            "recall_at_k1": float(np.mean((ids[:, :, None] == exact_ids[:, None, :]).any(axis=2))),
+            "ari_vs_exact": float(adjusted_rand_score(singletons(exact_labels), singletons(approx_labels))),
+            "clusters": int(approx_labels.max()) + 1,
+        }
+    return result
+
+
 def benchmark_sharded(num_samples: int, knn: str = "exact", ranks: int = 2, dim: int = 2048, seed: int = 0,
                       k1: int = 20) -> dict:
     """The k-NN search split across ``ranks`` gloo processes (one thread each) against one process (one thread
@@ -220,6 +271,9 @@ def _sharded_rank(rank: int, ranks: int, port: int, num_samples: int, knn: str, 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100000)
+    parser.add_argument("--features", default="", help="a scripts/embed.py output folder: ivf's lists on real "
+                        "embeddings for --drops, against the exact round")
+    parser.add_argument("--drops", type=int, nargs="+", default=[0, 16, 64])
     parser.add_argument("--knn", choices=["exact", "projected", "ivf", "auto"], default="ivf")
     parser.add_argument("--exact", action="store_true", help="also the exact pipeline: ARI and time ratio")
     parser.add_argument("--nlist", type=int, default=0)
@@ -234,6 +288,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ranks", type=int, default=0, help="the k-NN search alone, split across this many gloo "
                         "processes, side by side with one process")
     args = parser.parse_args(argv)
+    if args.features:
+        json.dump(real_feature_check(args.features, drops=tuple(args.drops), nlist=args.nlist, nprobe=args.nprobe),
+                  sys.stdout, indent=2)
+        print()
+        return
     if args.ranks:
         json.dump(benchmark_sharded(args.n, knn=args.knn, ranks=args.ranks, dim=args.dim), sys.stdout, indent=2)
         print()

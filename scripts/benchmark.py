@@ -5,6 +5,7 @@
                                           # --camera: CA-Jaccard side by side
     python scripts/benchmark.py cluster --n 100000 --knn ivf   # stage by stage, recall + ARI vs. exact side by side
     python scripts/benchmark.py cluster --n 1000000 --knn ivf --float16   # (exact only up to --exact-max)
+    python scripts/benchmark.py cluster --features outputs/emb   # ivf on real embeddings (scripts/embed.py)
     python scripts/benchmark.py train     # Trainer.train_epoch throughput vs. a bare forward/backward loop
     python scripts/benchmark.py loader    # data-loader images/s on real images
     python scripts/benchmark.py export    # onnxruntime vs. torch CPU images/s on the exported embedding
@@ -39,6 +40,10 @@ def bench_eval(args: argparse.Namespace) -> dict:
 def bench_cluster(args: argparse.Namespace) -> dict:
     from benchmarks.clustering import benchmark_clustering
 
+    if args.features:  # ivf's lists on real embeddings against the exact round (issue 17)
+        from benchmarks.cluster_scale import real_feature_check
+
+        return real_feature_check(args.features, drops=tuple(args.drops), nlist=args.nlist, nprobe=args.nprobe)
     if args.n:  # at scale (issue 17): stage by stage, recall and ARI against exact where exact is computed
         from benchmarks.cluster_scale import compare
 
@@ -182,8 +187,13 @@ def main() -> None:
     parser.add_argument("--camera", action="store_true", help="cluster: also CA-Jaccard side by side (N = 16,522)")
     parser.add_argument("--n", type=int, default=0, help="cluster: N synthetic features, stage by stage "
                         "(benchmarks/cluster_scale.py); exact side by side up to --exact-max")
+    parser.add_argument("--features", default="", help="cluster: a scripts/embed.py output folder (Market-style "
+                        "names): ivf's lists on real embeddings, per --drops, against the exact round")
+    parser.add_argument("--drops", type=int, nargs="+", default=[0, 16, 64], help="cluster --features: leading "
+                        "principal components removed (cluster.knn_drop values)")
     parser.add_argument("--knn", choices=["exact", "projected", "ivf", "auto"], default="ivf", help="cluster --n: k-NN search")
-    parser.add_argument("--nlist", type=int, default=0, help="cluster --n: inverted lists (0: 4 sqrt(N))")
+    parser.add_argument("--nlist", type=int, default=0, help="cluster --n: inverted lists (0: the larger of "
+                        "4 sqrt(N) and N / 50)")
     parser.add_argument("--nprobe", type=int, default=0, help="cluster --n: lists joined per list (0: 8)")
     parser.add_argument("--sketch-dim", type=int, default=0, help="cluster --n: projected: sketch dimensions "
                         "(0: 512); ivf: sketch of the partition space (0: none) (cluster.knn_dim)")
