@@ -164,8 +164,7 @@ def real_feature_check(directory: str, drops: tuple[int, ...] = (0, 16, 64), nli
 
     from sklearn.metrics import adjusted_rand_score
 
-    from reid.cluster import KnnMethod, cluster_dbscan, compute_eps, jaccard_distance, knn_search
-    from reid.cluster import ivf
+    from reid.cluster import KnnMethod, cluster_dbscan, compute_eps, ivf, jaccard_distance, knn_search
     from reid.data.datasets import parse_market_name
 
     folder = Path(directory)
