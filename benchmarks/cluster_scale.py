@@ -126,6 +126,7 @@ def _measure(num_samples: int, knn: str, dim: int, nlist: int, nprobe: int, floa
         "recall_at_k1": recall, "recall_rows": int(rows.size),
         "eps": float(eps), "nnz": int(dist.nnz), "num_ids": int(true_labels.max()) + 1,
         "num_clusters": num_clusters, "num_outliers": int(np.count_nonzero(labels < 0)),
+        "largest_cluster": int(np.bincount(labels[labels >= 0]).max()) if num_clusters else 0,
         "ari_vs_identities": float(adjusted_rand_score(true_labels, singletons(labels))),
         "pairwise_precision": quality["pairwise_precision"], "pairwise_recall": quality["pairwise_recall"],
         "labels": labels,

@@ -311,6 +311,21 @@ def test_log_clustering_writes_the_label_free_signals_with_or_without_target_lab
         assert row["outlier_fraction"] == pytest.approx(1 / 12) and row["largest_cluster"] == 6
         assert row["median_cluster_size"] == 5.5
     assert "diagnostic_uses_target_labels" in rows[0] and "diagnostic_uses_target_labels" not in rows[1]
+    assert not labelled["giant_cluster"]  # 6 of 12 images, but below the 50 images a warning needs
+
+
+def test_log_clustering_warns_about_a_cluster_holding_a_tenth_of_the_images(tmp_path: Path, capsys) -> None:
+    logger = RunLogger(tmp_path, open_files=False)
+    for largest, warned in ((100, False), (101, True)):  # of 1,000 images: 10 % exactly is not warned about
+        sizes = np.r_[largest, np.full((1000 - largest) // 9, 9)]
+        labels = np.repeat(np.arange(sizes.size), sizes)
+        labels = np.r_[labels, np.full(1000 - labels.size, -1)]
+        info = {"eps": 0.93, "num_clusters": sizes.size, "num_outliers": int((labels < 0).sum()),
+                "cluster_sizes": sizes, "seconds": 0.1}
+        record = log_clustering(logger, 0, info, labels, None)
+        assert record["giant_cluster"] is warned and record["largest_cluster"] == largest
+        out = capsys.readouterr().out
+        assert ("warning: round 0: one cluster holds 101 of the 1000 images (10%) at eps 0.9300" in out) is warned
 
 
 # ------------------------------------------------------------------------------------------------ end to end

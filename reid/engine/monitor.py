@@ -8,6 +8,11 @@ import torch
 from reid.cluster import camera_spread, cluster_separation, pseudo_label_quality
 from reid.engine.logging import RunLogger
 
+# A pseudo-identity holding more than this share of the images (and at least this many) is warned about: no
+# re-ID identity is 10 % of a set, and such a cluster is what a degenerate eps gives (docs/BENCHMARKS.md: 1M).
+GIANT_CLUSTER_FRACTION = 0.10
+GIANT_CLUSTER_MIN_SIZE = 50
+
 
 def pair_distance_samples(features: torch.Tensor, labels: np.ndarray, max_pairs: int = 100_000,
                           seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -59,7 +64,8 @@ def log_clustering(logger: RunLogger, round_index: int, info: dict, pseudo_label
     """Console + metrics.jsonl + TensorBoard for one clustering round; returns the logged record.
 
     Label-free, always: clusters, outliers (count and ``outlier_fraction``), eps, cluster sizes (histogram,
-    ``largest_cluster``, ``median_cluster_size``). With ``camids`` (the target training images' camera ids), the
+    ``largest_cluster``, ``median_cluster_size``; ``giant_cluster`` and a warning line when one cluster holds
+    more than 10 % of the images, at least 50). With ``camids`` (the target training images' camera ids), the
     label-free record also gets :func:`reid.cluster.camera_spread`'s values, and the label-using diagnostic its
     cross-camera precision/recall. With ``features`` ((N, D), the features the clustering saw, after any per-camera
     normalisation), it also gets :func:`reid.cluster.cluster_separation`'s intra-cluster distance, nearest
@@ -108,6 +114,14 @@ def log_clustering(logger: RunLogger, round_index: int, info: dict, pseudo_label
                      f"recall {quality['cross_camera_pairwise_recall']:.3f}")
         logger.scalars("pseudo_labels_diagnostic_uses_labels", quality, round_index)
     logger.info(line)
+    largest = record["largest_cluster"]
+    record["giant_cluster"] = bool(largest >= GIANT_CLUSTER_MIN_SIZE
+                                   and largest > GIANT_CLUSTER_FRACTION * len(pseudo_labels))
+    if record["giant_cluster"]:
+        logger.info(f"warning: round {round_index}: one cluster holds {largest} of the {record['num_samples']} "
+                    f"images ({largest / record['num_samples']:.0%}) at eps {record['eps']:.4f}: it merges many "
+                    "identities (eps near 1: an approximate cluster.knn missing neighbours, or collapsed "
+                    "features); set cluster.eps by hand or use cluster.knn: exact / projected")
     logger.record("cluster", **record)
     logger.scalars("cluster", {k: record[k] for k in scalar_keys}, round_index)
     if len(sizes):
