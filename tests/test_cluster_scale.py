@@ -374,6 +374,11 @@ def _shard_worker(rank: int, port: int, out_dir: str) -> None:
             results[name] = knn_search(x, 15, method=method, shard=True)
             if rank == 0:
                 results[name + "_single"] = knn_search(x, 15, method=method)
+        ivf.TWO_LEVEL_MIN_LISTS = 16  # this worker process only: 30 lists in two levels (6 groups)
+        method = KnnMethod("ivf", nlist=30, nprobe=5)
+        results["ivf_two_level"] = knn_search(x, 15, method=method, shard=True)
+        if rank == 0:
+            results["ivf_two_level_single"] = knn_search(x, 15, method=method)
         neighbours = knn_search(clustering_features(x), 20, shard=True)
         results["labels"] = generate_pseudo_labels(x, None, neighbours=neighbours)[0]
         if rank == 0:
@@ -386,7 +391,7 @@ def _shard_worker(rank: int, port: int, out_dir: str) -> None:
 def test_two_ranks_find_the_neighbours_and_pseudo_labels_of_one_process(tmp_path):
     run_workers(_shard_worker, 2, (free_port(), str(tmp_path)), timeout=120)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
-    for name in ("exact", "ivf", "projected"):
+    for name in ("exact", "ivf", "ivf_two_level", "projected"):
         single_sims, single_ids = ranks[0][name + "_single"]
         for r in range(2):
             np.testing.assert_array_equal(ranks[r][name][1], single_ids)
