@@ -214,6 +214,18 @@ def test_two_level_quantiser_files_like_the_flat_one(monkeypatch):
     np.testing.assert_array_equal(approx[1], exact[1])
 
 
+def test_two_level_assign_by_hand_including_an_empty_group():
+    centroids = np.eye(4, dtype=np.float32)  # groups: {0, 1}, {2, 3}, {} (group 2 holds no centroid)
+    coarse = l2_normalise(np.array([[1, 1, 0, 0], [0, 0, 1, 1], [0.1, 0, 0.2, 1]], dtype=np.float32))
+    quantiser = ivf.Quantiser(centroids, coarse, np.array([0, 2, 4, 4]), probe=1)
+    x = l2_normalise(np.array([[0.9, 0.3, 0.2, 0], [0, 0.6, 0.7, 0.1], [0, 0, 0.1, 1]], dtype=np.float32))
+    first, second = ivf.assign(x, quantiser)
+    # row 0: group 0 (cosine 0.85) -> centroids 0, 1; row 1: group 1 (0.57 > 0.42, 0.23) -> 2, 3 (centroid 1, at
+    # 0.6, is nearer than 3 but not probed); row 2: group 2 (0.99) is empty -> every centroid: 3, 2
+    np.testing.assert_array_equal(first, [0, 2, 3])
+    np.testing.assert_array_equal(second, [1, 3, 2])
+
+
 def test_default_nlist_is_the_larger_of_four_root_n_and_n_over_50():
     assert ivf.default_nlist(30_000) == 693  # 4·sqrt(N) = 692.8 > 600
     assert ivf.default_nlist(200_000) == 4000  # N / 50 > 1789

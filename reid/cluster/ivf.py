@@ -324,6 +324,10 @@ def _nearest_in_groups(block: torch.Tensor, groups: np.ndarray, quantiser: Quant
         pick = np.lexsort((ids, -values), axis=-1)[:, :2]
         best[rows] = np.take_along_axis(values, pick, axis=1)
         best_ids[rows] = np.take_along_axis(ids, pick, axis=1)
+    unfiled = np.flatnonzero(best_ids[:, 0] == np.iinfo(np.int64).max)
+    if unfiled.size:  # every probed group empty (a coarse centroid no centroid is nearest to): all centroids
+        top = torch.topk(block[torch.from_numpy(unfiled)] @ centroids.T, min(2, centroids.shape[0]), dim=1)
+        best_ids[unfiled] = top.indices.numpy()[:, [0, -1]]
     single = best_ids[:, 1] == np.iinfo(np.int64).max  # one centroid probed: the second equals the first
     best_ids[single, 1] = best_ids[single, 0]
     return best_ids
