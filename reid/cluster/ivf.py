@@ -1,7 +1,9 @@
 """Approximate k-NN self-search for large N: an inverted file (IVF) joined with itself list pair by list pair.
 
 Every feature is filed under its nearest of ``nlist`` centroids (spherical k-means, faiss, trained on a seeded
-sample), and each list is searched against itself and its ``nprobe - 1`` most related lists. The work is the same as a
+sample; above ``TWO_LEVEL_MIN_LISTS`` lists a k-means whose assignments search only the centroids of a few groups
+of centroids, :func:`train_quantiser`), and each list is searched against itself and its ``nprobe - 1`` most
+related lists. The work is the same as a
 faiss ``IndexIVFFlat`` searched with every feature as a query, but it is organised for a *self*-join:
 
 - the features are reordered list by list, so the members of every list are one contiguous block, and the
@@ -278,8 +280,8 @@ def assign(features: np.ndarray, centroids: np.ndarray | Quantiser, rows: tuple[
     """Nearest and second-nearest centroid (inner product; ties to the lower index) of
     ``features[rows[0]:rows[1]]``, each chunk first taken into ``space`` when given (so the whole
     partition-space copy is never held). ``centroids``: an (nlist, d) array or a :class:`Quantiser` (two
-    levels: among the fine centroids of the two nearest coarse cells). -> two int64 arrays (the second equals
-    the first with one centroid)."""
+    levels: among the centroids of the feature's ``probe`` nearest groups). -> two int64 arrays (the second
+    equals the first with one centroid)."""
     quantiser = centroids if isinstance(centroids, Quantiser) else None
     first_level = quantiser.coarse if quantiser is not None and quantiser.two_level else (
         quantiser.centroids if quantiser is not None else centroids)
