@@ -3,8 +3,8 @@
 Every feature is filed under its nearest of ``nlist`` centroids (spherical k-means, faiss, trained on a seeded
 sample; above ``TWO_LEVEL_MIN_LISTS`` lists a k-means whose assignments search only the centroids of a few groups
 of centroids, :func:`train_quantiser`), and each list is searched against itself and its ``nprobe - 1`` most
-related lists. The work is the same as a
-faiss ``IndexIVFFlat`` searched with every feature as a query, but it is organised for a *self*-join:
+related lists. The work is the same as a faiss ``IndexIVFFlat`` searched with every feature as a query, but it
+is organised for a *self*-join:
 
 - the features are reordered list by list, so the members of every list are one contiguous block, and the
   search of list ``a`` against list ``b`` is one matrix product of two blocks (BLAS), fed to faiss's per-row
