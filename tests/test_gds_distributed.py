@@ -151,3 +151,31 @@ def test_two_ranks_share_global_statistics_equal_to_the_pooled_pair_sets(tmp_pat
                 rtol=0,
                 msg=f"step {step}",
             )
+
+
+def _weight_worker(rank: int, port: int, out_dir: str) -> None:
+    from reid.engine.adapt import gds_weight
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD_SIZE)
+    try:
+        features = torch.ones(2, 3, requires_grad=True)
+        # gradients: main 3 x (rank + 1) per entry, GDS-H 1 x (2 - rank) per entry: different norms per rank
+        main = (features * 3.0 * (rank + 1)).sum()
+        loss_gds = (features * (2.0 - rank)).sum()
+        fixed = gds_weight(main, loss_gds, features, 1.0, "fixed", 0.1)
+        ruled = gds_weight(main, loss_gds, features, 1.0, "fraction", 0.1)
+        torch.save({"fixed": fixed, "fraction": ruled}, Path(out_dir) / f"weight{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_gradient_fraction_weight_is_the_same_on_every_rank(tmp_path):
+    run_workers(_weight_worker, WORLD_SIZE, (free_port(), str(tmp_path)), timeout=60)
+    ranks = [torch.load(tmp_path / f"weight{r}.pt") for r in range(WORLD_SIZE)]
+    # per-rank norms (6 entries): main 3 sqrt(6) x (1, 2), GDS-H sqrt(6) x (2, 1); root mean squares over ranks:
+    # main 3 sqrt(6) sqrt(2.5), GDS-H sqrt(6) sqrt(2.5): the weight is 0.1 x 3 = 0.3 on both ranks
+    for r in range(WORLD_SIZE):
+        assert ranks[r]["fraction"][0] == pytest.approx(0.3)
+        assert ranks[r]["fraction"][1] == pytest.approx(0.1)
+    # the fixed rule keeps weight 1 and reports each rank's own fraction: 2 / 3 and 1 / 6
+    assert ranks[0]["fixed"] == pytest.approx((1.0, 2 / 3)) and ranks[1]["fixed"] == pytest.approx((1.0, 1 / 6))

@@ -319,7 +319,7 @@ def test_gds_core_pairs_and_gradient_fraction_weight_rule(tiny_domains: Path, fu
     at every step, hence in the epoch mean); the fixed rule logs weight = gds.weight and a positive fraction."""
     source = f"pretrain.checkpoint={full_run / 'checkpoints' / 'source.pt'}"
     fixed, ruled = tmp_path / "fixed", tmp_path / "ruled"
-    tiny_train(tiny_domains, fixed, source, "adapt.rounds=1", "gds.weight=0.5")
+    tiny_train(tiny_domains, fixed, source, "adapt.rounds=1", "gds.weight_rule=fixed", "gds.weight=0.5")
     tiny_train(tiny_domains, ruled, source, "adapt.rounds=1", "gds.pairs=core", "gds.weight_rule=fraction",
                "gds.grad_fraction=0.25")
     plain = [r for r in read_jsonl(fixed / "metrics.jsonl") if r["kind"] == "adapt_epoch"]

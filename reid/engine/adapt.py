@@ -264,11 +264,16 @@ def gds_weight(main: torch.Tensor, loss_gds: torch.Tensor, features: torch.Tenso
                grad_fraction: float) -> tuple[float, float]:
     """(weight, fraction): the weight GDS-H gets this step and the norm of its weighted gradient w.r.t. the pooled
     ``features`` as a fraction of the main loss's. ``rule`` ``fixed``: ``weight``; ``fraction``: the weight that
-    makes the fraction ``grad_fraction`` (``weight`` when either gradient is zero; the fraction is then NaN)."""
+    makes the fraction ``grad_fraction`` (``weight`` when either gradient is zero; the fraction is then NaN).
+    Under torch.distributed the ``fraction`` rule uses the root mean square of the ranks' norms, so every rank
+    gives GDS-H the same weight."""
     main_grad, = torch.autograd.grad(main, features, retain_graph=True, allow_unused=True)
     gds_grad, = torch.autograd.grad(loss_gds, features, retain_graph=True, allow_unused=True)
     main_norm = float(main_grad.norm()) if main_grad is not None else 0.0
     gds_norm = float(gds_grad.norm()) if gds_grad is not None else 0.0
+    if rule == "fraction" and distributed.is_distributed():
+        squares = distributed.all_reduce_mean_dict({"main": main_norm**2, "gds": gds_norm**2})
+        main_norm, gds_norm = squares["main"] ** 0.5, squares["gds"] ** 0.5
     if rule == "fraction" and main_norm > 0 and gds_norm > 0:
         weight = grad_fraction * main_norm / gds_norm
     fraction = weight * gds_norm / main_norm if main_norm > 0 and gds_norm > 0 else float("nan")
