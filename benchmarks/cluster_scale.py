@@ -186,7 +186,7 @@ def real_feature_check(directory: str, drops: tuple[int, ...] = (0, 16, 64), nli
               "nlist": nlist, "exact_clusters": int(exact_labels.max()) + 1, "drops": {}}
     for drop in drops:
         space = ivf.fit_partition_space(features, drop=drop, seed=seed)
-        list_of, _ = ivf.assign(features, ivf.train_quantiser(features, nlist, seed=seed, space=space), space=space)
+        list_of, _ = ivf.assign(features, ivf.train_centroids(features, nlist, seed=seed, space=space), space=space)
         counts = np.zeros((labels.max() + 1, nlist))
         np.add.at(counts, (labels, list_of), 1)
         sizes = counts.sum(axis=1)

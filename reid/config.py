@@ -144,7 +144,7 @@ class ClusterConfig:
     knn: Literal["exact", "projected", "ivf", "auto"] = "exact"
     knn_dim: int = 0                   # projected: sketch dimensions; 0: 512. ivf: sketch of the partition space; 0: none
     knn_candidates: int = 0            # projected: candidates re-ranked per image; 0: 4 x k1
-    knn_nlist: int = 0                 # ivf: inverted lists; 0: max(4 sqrt(N), N / 50); two-level above 1,024
+    knn_nlist: int = 0                 # ivf: inverted lists; 0: 4 sqrt(N)
     knn_nprobe: int = 0                # ivf: lists each list is joined with, itself included; 0: 8
     knn_drop: int = -1                 # ivf: leading principal components removed before filing; -1: 0 (<= D/8)
     # float16 halves the clustering features' memory; products in float32

@@ -192,8 +192,7 @@ def main() -> None:
     parser.add_argument("--drops", type=int, nargs="+", default=[0, 16, 64], help="cluster --features: leading "
                         "principal components removed (cluster.knn_drop values)")
     parser.add_argument("--knn", choices=["exact", "projected", "ivf", "auto"], default="ivf", help="cluster --n: k-NN search")
-    parser.add_argument("--nlist", type=int, default=0, help="cluster --n: inverted lists (0: the larger of "
-                        "4 sqrt(N) and N / 50)")
+    parser.add_argument("--nlist", type=int, default=0, help="cluster --n: inverted lists (0: 4 sqrt(N))")
     parser.add_argument("--nprobe", type=int, default=0, help="cluster --n: lists joined per list (0: 8)")
     parser.add_argument("--sketch-dim", type=int, default=0, help="cluster --n: projected: sketch dimensions "
                         "(0: 512); ivf: sketch of the partition space (0: none) (cluster.knn_dim)")

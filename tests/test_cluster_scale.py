@@ -181,58 +181,6 @@ def test_sparse_list_relation_matches_the_dense_one(with_second):
                                                                                    nprobe)
 
 
-def test_two_level_quantiser_files_like_the_flat_one(monkeypatch):
-    x, labels = make_clustered_features(6000, dim=256, num_ids=240, seed=8)
-    x = ivf.fit_partition_space(x, drop=32).transform(x)  # the shared directions removed, as the benchmark does
-    quantiser = ivf.train_quantiser(x, 150, seed=2, two_level_from=100, probe=4)
-    m = quantiser.coarse.shape[0]
-    assert quantiser.two_level and m == 12 and quantiser.centroids.shape[0] == 150 and quantiser.probe == 4
-    np.testing.assert_allclose(np.linalg.norm(quantiser.centroids, axis=1), 1, atol=1e-5)
-    group_of = np.repeat(np.arange(m), np.diff(quantiser.cell_offsets))
-    np.testing.assert_array_equal(group_of, np.argmax(quantiser.centroids @ quantiser.coarse.T, axis=1))
-    first, second = ivf.assign(x, quantiser)
-    # by hand: each feature's 4 nearest groups, then the best two centroids of those groups
-    groups = np.argsort(-(x @ quantiser.coarse.T), axis=1, kind="stable")[:, :4]
-    allowed = (group_of[None, :, None] == groups[:, None, :]).any(axis=2)
-    sims = x.astype(np.float64) @ quantiser.centroids.T.astype(np.float64)
-    best = np.argsort(-np.where(allowed, sims, -np.inf), axis=1, kind="stable")[:, :2]
-    agree = (first == best[:, 0]) & (second == best[:, 1])
-    assert agree.mean() > 0.995  # float32 products against float64: near-ties may swap
-    assert ((first == best[:, 0]) | np.isclose(sims[np.arange(6000), first], sims[np.arange(6000), best[:, 0]],
-                                                atol=1e-5)).all()
-
-    # the lists follow the identities about as well as flat k-means with as many lists
-    def share(list_of):
-        return np.mean([np.bincount(list_of[labels == i]).max() / np.count_nonzero(labels == i) for i in range(240)])
-
-    flat_first, _ = ivf.assign(x, ivf.train_centroids(x, 150, seed=2))
-    assert share(first) > share(flat_first) - 0.1, (share(first), share(flat_first))  # measured 0.87 vs 0.95
-    # end to end: probing every list is the exact search, whatever the two levels filed
-    monkeypatch.setattr(ivf, "TWO_LEVEL_MIN_LISTS", 100)
-    exact = knn_search(x[:3000], 10)
-    approx = knn_search(x[:3000], 10, method=KnnMethod("ivf", nlist=120, nprobe=10**6))
-    np.testing.assert_array_equal(approx[1], exact[1])
-
-
-def test_two_level_assign_by_hand_including_an_empty_group():
-    centroids = np.eye(4, dtype=np.float32)  # groups: {0, 1}, {2, 3}, {} (group 2 holds no centroid)
-    coarse = l2_normalise(np.array([[1, 1, 0, 0], [0, 0, 1, 1], [0.1, 0, 0.2, 1]], dtype=np.float32))
-    quantiser = ivf.Quantiser(centroids, coarse, np.array([0, 2, 4, 4]), probe=1)
-    x = l2_normalise(np.array([[0.9, 0.3, 0.2, 0], [0, 0.6, 0.7, 0.1], [0, 0, 0.1, 1]], dtype=np.float32))
-    first, second = ivf.assign(x, quantiser)
-    # row 0: group 0 (cosine 0.85) -> centroids 0, 1; row 1: group 1 (0.57 > 0.42, 0.23) -> 2, 3 (centroid 1, at
-    # 0.6, is nearer than 3 but not probed); row 2: group 2 (0.99) is empty -> every centroid: 3, 2
-    np.testing.assert_array_equal(first, [0, 2, 3])
-    np.testing.assert_array_equal(second, [1, 3, 2])
-
-
-def test_default_nlist_is_the_larger_of_four_root_n_and_n_over_50():
-    assert ivf.default_nlist(30_000) == 693  # 4·sqrt(N) = 692.8 > 600
-    assert ivf.default_nlist(200_000) == 4000  # N / 50 > 1789
-    assert ivf.default_nlist(1_000_000) == 20_000
-    assert ivf.default_nlist(100) == 2  # at most N / 39
-
-
 def test_knn_auto_switches_at_the_measured_size():
     from reid.cluster.knn import AUTO_APPROXIMATE_MIN_SAMPLES
 
@@ -386,11 +334,6 @@ def _shard_worker(rank: int, port: int, out_dir: str) -> None:
             results[name] = knn_search(x, 15, method=method, shard=True)
             if rank == 0:
                 results[name + "_single"] = knn_search(x, 15, method=method)
-        ivf.TWO_LEVEL_MIN_LISTS = 16  # this worker process only: 30 lists in two levels (6 groups)
-        method = KnnMethod("ivf", nlist=30, nprobe=5)
-        results["ivf_two_level"] = knn_search(x, 15, method=method, shard=True)
-        if rank == 0:
-            results["ivf_two_level_single"] = knn_search(x, 15, method=method)
         neighbours = knn_search(clustering_features(x), 20, shard=True)
         results["labels"] = generate_pseudo_labels(x, None, neighbours=neighbours)[0]
         if rank == 0:
@@ -403,7 +346,7 @@ def _shard_worker(rank: int, port: int, out_dir: str) -> None:
 def test_two_ranks_find_the_neighbours_and_pseudo_labels_of_one_process(tmp_path):
     run_workers(_shard_worker, 2, (free_port(), str(tmp_path)), timeout=120)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
-    for name in ("exact", "ivf", "ivf_two_level", "projected"):
+    for name in ("exact", "ivf", "projected"):
         single_sims, single_ids = ranks[0][name + "_single"]
         for r in range(2):
             np.testing.assert_array_equal(ranks[r][name][1], single_ids)
@@ -426,7 +369,7 @@ def test_real_feature_check_reads_an_embedding_folder(tmp_path):
         assert every["drops"][drop]["recall_at_k1"] == 1.0 and every["drops"][drop]["ari_vs_exact"] == 1.0
     # the pair share by hand from the same (seeded) lists
     space = ivf.fit_partition_space(x, drop=0)
-    list_of, _ = ivf.assign(x, ivf.train_quantiser(x, 10, space=space), space=space)
+    list_of, _ = ivf.assign(x, ivf.train_centroids(x, 10, space=space), space=space)
     same = (labels[:, None] == labels[None, :]) & ~np.eye(800, dtype=bool)
     expected = (list_of[:, None] == list_of[None, :])[same].mean()
     assert every["drops"]["0"]["same_identity_pairs_sharing_a_list"] == pytest.approx(expected)

@@ -1,10 +1,8 @@
 """Approximate k-NN self-search for large N: an inverted file (IVF) joined with itself list pair by list pair.
 
 Every feature is filed under its nearest of ``nlist`` centroids (spherical k-means, faiss, trained on a seeded
-sample; above ``TWO_LEVEL_MIN_LISTS`` lists a k-means whose assignments search only the centroids of a few groups
-of centroids, :func:`train_quantiser`), and each list is searched against itself and its ``nprobe - 1`` most
-related lists. The work is the same as a faiss ``IndexIVFFlat`` searched with every feature as a query, but it
-is organised for a *self*-join:
+sample), and each list is searched against itself and its ``nprobe - 1`` most related lists. The work is the same as a
+faiss ``IndexIVFFlat`` searched with every feature as a query, but it is organised for a *self*-join:
 
 - the features are reordered list by list, so the members of every list are one contiguous block, and the
   search of list ``a`` against list ``b`` is one matrix product of two blocks (BLAS), fed to faiss's per-row
@@ -55,26 +53,11 @@ _PCA_SAMPLE = 20_000
 DEFAULT_DROP = 0
 DEFAULT_PARTITION_DIM = 0  # no sketch: at 100,000 x 2048 a 512-d sketch split identities (ARI 0.967 vs 0.993)
 _SUBSPACE_ITERATIONS = 8
-# Features per list the default aims at, beside faiss's 4·sqrt(N): at 1,000,000 synthetic features 4·sqrt(N)
-# lists hold 250 features (10.6 identities) each and the clustering collapsed (ARI 0.000); at 200,000, 50 per
-# list gave ARI 0.9988 against 0.976 with 112 (docs/BENCHMARKS.md).
-_TARGET_LIST_SIZE = 50
-# Above this many lists the centroids are trained and searched in two levels (:func:`train_quantiser`): a flat
-# k-means costs nlist² x 40 x D per iteration, 3x the whole search at 200,000 with 4,000 lists.
-TWO_LEVEL_MIN_LISTS = 1024
-# Two levels: groups of centroids searched per feature, and features per list the k-means is trained on. At
-# 30,000 x 2048 (1,000 lists, 32 groups) an identity's images shared their most common list 0.95 / 0.98 / 0.99
-# of the time with 4 groups x 10 / 4 x 40 / 8 x 20 (flat k-means: 0.995); top-down (a k-means per coarse cell)
-# split identities across 4.0 lists: 0.75.
-_GROUPS_PROBED = 8
-_TWO_LEVEL_POINTS_PER_LIST = 20
 
 
 def default_nlist(num_samples: int) -> int:
-    """Lists for N features: the larger of 4·sqrt(N) (faiss's rule of thumb is 4-16·sqrt(N)) and N / 50, at
-    least 1, at most N / 39."""
-    lists = max(round(4 * np.sqrt(num_samples)), num_samples // _TARGET_LIST_SIZE)
-    return int(max(1, min(lists, num_samples // 39)))
+    """Lists for N features: 4·sqrt(N) (faiss's rule of thumb is 4-16·sqrt(N)), at least 1, at most N / 39."""
+    return int(max(1, min(round(4 * np.sqrt(num_samples)), num_samples // 39)))
 
 
 @dataclass
@@ -111,10 +94,6 @@ class PartitionSpace:
     basis: np.ndarray
     projection: np.ndarray
 
-    def width(self, full_dim: int) -> int:
-        """Dimensions of the space for D = ``full_dim`` features."""
-        return self.projection.shape[1] or full_dim
-
     def transform(self, features: np.ndarray, rows: tuple[int, int] | None = None) -> np.ndarray:
         """``features[rows[0]:rows[1]]`` (default all) in the partition space: (n, d) float32 unit rows."""
         start, stop = rows if rows is not None else (0, features.shape[0])
@@ -131,32 +110,6 @@ class PartitionSpace:
                 kept = (centred @ sketch if sketch is not None else centred) - (centred @ basis) @ through
                 out[a - start : b - start] = torch.nn.functional.normalize(kept, dim=1).numpy()
         return out
-
-
-@dataclass
-class Quantiser:
-    """The centroids features are filed under: flat, or in two levels.
-
-    Two levels: the ``centroids`` are grouped by a k-means of the centroids themselves into ``coarse`` (m, d)
-    group centroids (group g's centroids are rows ``cell_offsets[g]:cell_offsets[g + 1]``); a feature is
-    compared with the centroids of its ``probe`` nearest groups only. Flat: ``coarse`` is (0, d), every
-    centroid is compared.
-
-    Attributes:
-        centroids: (nlist, d) float32 unit rows, the lists.
-        coarse: (m, d) float32 unit rows, or (0, d).
-        cell_offsets: (m + 1,) int64, or (1,) ``[0]`` when flat.
-        probe: groups searched per feature.
-    """
-
-    centroids: np.ndarray
-    coarse: np.ndarray
-    cell_offsets: np.ndarray
-    probe: int = _GROUPS_PROBED
-
-    @property
-    def two_level(self) -> bool:
-        return self.coarse.shape[0] > 0
 
 
 def fit_partition_space(features: np.ndarray, drop: int = -1, dim: int = 0, seed: int = 0) -> PartitionSpace:
@@ -219,120 +172,23 @@ def train_centroids(features: np.ndarray, nlist: int, seed: int = 0, space: Part
     return np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
 
 
-def train_quantiser(features: np.ndarray, nlist: int, seed: int = 0, space: PartitionSpace | None = None,
-                    two_level_from: int | None = None, probe: int = _GROUPS_PROBED) -> Quantiser:
-    """``nlist`` centroids: flat k-means (:func:`train_centroids`) up to ``two_level_from`` lists (default
-    ``TWO_LEVEL_MIN_LISTS``); above it, spherical k-means whose assignment step is two-level: initialised on
-    ``nlist`` distinct sample features, each of 10 iterations groups the centroids into ``round(sqrt(nlist))``
-    groups (k-means of the centroids) and files each of ``20 x nlist`` sample features under its nearest
-    centroid among those of its ``probe`` nearest groups. Per feature that is about ``(1 + probe) sqrt(nlist)``
-    comparisons instead of ``nlist``. The groups are global, so the lists are not cut along a coarse partition
-    (a k-means per coarse cell split identities: see ``_GROUPS_PROBED``)."""
-    num_samples = features.shape[0]
-    if not 1 <= nlist <= num_samples:
-        raise ValueError(f"nlist must be in [1, N={num_samples}], got nlist={nlist}")
-    if nlist <= (TWO_LEVEL_MIN_LISTS if two_level_from is None else two_level_from):
-        centroids = train_centroids(features, nlist, seed=seed, space=space)
-        return Quantiser(centroids, np.zeros((0, centroids.shape[1]), np.float32), np.zeros(1, np.int64))
-    rng = np.random.default_rng(seed)
-    size = min(num_samples, nlist * _TWO_LEVEL_POINTS_PER_LIST)
-    rows = np.sort(rng.choice(num_samples, size=size, replace=False))
-    # the sample in the partition space, half precision (1.6 GB at 20,000 lists x 20 x 2048)
-    sample = np.empty((size, space.width(features.shape[1]) if space is not None else features.shape[1]),
-                      dtype=np.float16)
-    chunk = max(1, _BLOCK_ENTRIES // features.shape[1])
-    for lo in range(0, size, chunk):
-        taken = features[rows[lo : lo + chunk]]
-        sample[lo : lo + chunk] = space.transform(taken) if space is not None else taken
-    centroids = sample[np.sort(rng.choice(size, size=nlist, replace=False))].astype(np.float32)
-    for iteration in range(_KMEANS_ITERATIONS):
-        quantiser = _grouped(centroids, probe, seed + iteration)
-        nearest, _ = assign(sample, quantiser)
-        sums = torch.zeros(nlist, sample.shape[1])
-        for lo in range(0, size, chunk):
-            sums.index_add_(0, torch.from_numpy(nearest[lo : lo + chunk]),
-                            torch.from_numpy(sample[lo : lo + chunk].astype(np.float32)))
-        filled = torch.from_numpy(np.bincount(nearest, minlength=nlist) > 0)
-        # centroids re-ordered by group each iteration: keep ``quantiser.centroids``' order
-        centroids = torch.where(filled[:, None], torch.nn.functional.normalize(sums, dim=1),
-                                torch.from_numpy(quantiser.centroids)).numpy()
-    return _grouped(np.ascontiguousarray(centroids, dtype=np.float32), probe, seed + _KMEANS_ITERATIONS)
-
-
-def _grouped(centroids: np.ndarray, probe: int, seed: int) -> Quantiser:
-    """A two-level :class:`Quantiser` over ``centroids``: spherical k-means of the centroids into
-    ``round(sqrt(nlist))`` groups, the centroids re-ordered group by group."""
-    nlist = centroids.shape[0]
-    groups = max(1, int(round(np.sqrt(nlist))))
-    kmeans = faiss.Kmeans(centroids.shape[1], groups, niter=_KMEANS_ITERATIONS, spherical=True, seed=seed,
-                          max_points_per_centroid=nlist, verbose=False)
-    kmeans.cp.min_points_per_centroid = 1
-    kmeans.train(centroids)
-    coarse = np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
-    group_of = np.argmax(centroids @ coarse.T, axis=1)
-    order = np.argsort(group_of, kind="stable")
-    offsets = np.searchsorted(group_of[order], np.arange(groups + 1)).astype(np.int64)
-    return Quantiser(np.ascontiguousarray(centroids[order]), coarse, offsets, probe=min(probe, groups))
-
-
-def assign(features: np.ndarray, centroids: np.ndarray | Quantiser, rows: tuple[int, int] | None = None,
+def assign(features: np.ndarray, centroids: np.ndarray, rows: tuple[int, int] | None = None,
            space: PartitionSpace | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Nearest and second-nearest centroid (inner product; ties to the lower index) of
     ``features[rows[0]:rows[1]]``, each chunk first taken into ``space`` when given (so the whole
-    partition-space copy is never held). ``centroids``: an (nlist, d) array or a :class:`Quantiser` (two
-    levels: among the centroids of the feature's ``probe`` nearest groups). -> two int64 arrays (the second
-    equals the first with one centroid)."""
-    quantiser = centroids if isinstance(centroids, Quantiser) else None
-    first_level = quantiser.coarse if quantiser is not None and quantiser.two_level else (
-        quantiser.centroids if quantiser is not None else centroids)
+    partition-space copy is never held). -> two int64 arrays (the second equals the first with one centroid)."""
     start, stop = rows if rows is not None else (0, features.shape[0])
-    c = torch.from_numpy(first_level)
-    chunk = max(1, _BLOCK_ENTRIES // max(1, c.shape[0], features.shape[1]))
+    c = torch.from_numpy(centroids)
+    chunk = max(1, _BLOCK_ENTRIES // max(1, centroids.shape[0], features.shape[1]))
     nearest = np.empty((stop - start, 2), dtype=np.int64)
     with torch.inference_mode():
         for a in range(start, stop, chunk):
             b = min(a + chunk, stop)
             block = space.transform(features, rows=(a, b)) if space is not None else features[a:b]
-            block = torch.from_numpy(np.asarray(block, dtype=np.float32))
-            if quantiser is not None and quantiser.two_level:
-                groups = torch.topk(block @ c.T, quantiser.probe, dim=1).indices.numpy()
-                nearest[a - start : b - start] = _nearest_in_groups(block, groups, quantiser)
-            else:
-                top = torch.topk(block @ c.T, min(2, c.shape[0]), dim=1).indices
-                nearest[a - start : b - start] = top[:, [0, -1]].numpy()
+            similarities = torch.from_numpy(np.asarray(block, dtype=np.float32)) @ c.T
+            top = torch.topk(similarities, min(2, c.shape[0]), dim=1).indices
+            nearest[a - start : b - start] = top[:, [0, -1]].numpy()
     return nearest[:, 0], nearest[:, 1]
-
-
-def _nearest_in_groups(block: torch.Tensor, groups: np.ndarray, quantiser: Quantiser) -> np.ndarray:
-    """(n, 2) nearest and second-nearest centroid of each row of ``block`` among the centroids of its
-    ``groups`` (n, probe): one product per group with the rows that probe it, merged into running best two
-    (equal similarities to the lower index)."""
-    n = block.shape[0]
-    best = np.full((n, 2), -np.inf, dtype=np.float32)
-    best_ids = np.full((n, 2), np.iinfo(np.int64).max, dtype=np.int64)
-    offsets = quantiser.cell_offsets
-    centroids = torch.from_numpy(quantiser.centroids)
-    probes = np.argsort(groups, axis=None, kind="stable")
-    group_sorted = groups.ravel()[probes]
-    bounds = np.searchsorted(group_sorted, np.arange(offsets.size))
-    for g in range(offsets.size - 1):
-        lo, hi = offsets[g], offsets[g + 1]
-        rows = probes[bounds[g] : bounds[g + 1]] // groups.shape[1]
-        if hi == lo or rows.size == 0:
-            continue
-        top = torch.topk(block[torch.from_numpy(rows)] @ centroids[lo:hi].T, min(2, int(hi - lo)), dim=1)
-        values = np.concatenate([best[rows], top.values.numpy()], axis=1)
-        ids = np.concatenate([best_ids[rows], top.indices.numpy() + lo], axis=1)
-        pick = np.lexsort((ids, -values), axis=-1)[:, :2]
-        best[rows] = np.take_along_axis(values, pick, axis=1)
-        best_ids[rows] = np.take_along_axis(ids, pick, axis=1)
-    unfiled = np.flatnonzero(best_ids[:, 0] == np.iinfo(np.int64).max)
-    if unfiled.size:  # every probed group empty (a coarse centroid no centroid is nearest to): all centroids
-        top = torch.topk(block[torch.from_numpy(unfiled)] @ centroids.T, min(2, centroids.shape[0]), dim=1)
-        best_ids[unfiled] = top.indices.numpy()[:, [0, -1]]
-    single = best_ids[:, 1] == np.iinfo(np.int64).max  # one centroid probed: the second equals the first
-    best_ids[single, 1] = best_ids[single, 0]
-    return best_ids
 
 
 def build_inverted_file(list_of: np.ndarray, centroids: np.ndarray, nprobe: int,

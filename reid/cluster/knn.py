@@ -61,8 +61,7 @@ class KnnMethod:
             features is the exact search). ivf: a sketch of the space the lists are made in to ``dim``
             dimensions; 0: none (:data:`reid.cluster.ivf.DEFAULT_PARTITION_DIM`).
         candidates: projected: candidates per row re-ranked exactly; 0: ``DEFAULT_CANDIDATES_PER_K`` x k.
-        nlist: inverted lists; 0: :func:`reid.cluster.ivf.default_nlist` (the larger of 4·sqrt(N) and N / 50;
-            two-level centroids above 1,024 lists).
+        nlist: inverted lists; 0: :func:`reid.cluster.ivf.default_nlist` (4·sqrt(N)).
         nprobe: lists each list is joined with (itself included); 0: ``DEFAULT_NPROBE``.
         drop: ivf: leading principal components removed before the features are filed into lists; -1:
             :data:`reid.cluster.ivf.DEFAULT_DROP` (at most D / 8).
@@ -184,30 +183,30 @@ def _knn_cpu_symmetric(features: np.ndarray, k: int, ranks: int = 1) -> tuple[np
 
 def _knn_ivf(features: np.ndarray, k: int, method: KnnMethod, ranks: int) -> tuple[np.ndarray, np.ndarray]:
     """Inverted-file self-search (:mod:`reid.cluster.ivf`), the lists made in its partition space; with ``ranks``
-    > 1, rank 0's partition space and centroids (:class:`reid.cluster.ivf.Quantiser`) are broadcast, each rank
-    files its share of the features and joins its share of the list pairs (balanced by their products' sizes),
-    and the lists are merged. Rows that saw fewer than k candidates (tiny probed lists) are searched exactly."""
+    > 1, rank 0's partition space and centroids are broadcast, each rank files its share of the features and
+    joins its share of the list pairs (balanced by their products' sizes), and the lists are merged. Rows that
+    saw fewer than k candidates (tiny probed lists) are searched exactly."""
     num_samples = features.shape[0]
     nlist = method.nlist or ivf.default_nlist(num_samples)
     nlist = min(nlist, num_samples)
     if ranks == 1:
         space = ivf.fit_partition_space(features, drop=method.drop, dim=method.dim, seed=method.seed)
-        quantiser = ivf.train_quantiser(features, nlist, seed=method.seed, space=space)
-        list_of, second_of = ivf.assign(features, quantiser, space=space)
+        centroids = ivf.train_centroids(features, nlist, seed=method.seed, space=space)
+        list_of, second_of = ivf.assign(features, centroids, space=space)
     else:
-        space = quantiser = None
+        space = centroids = None
         if distributed.is_main():
             space = ivf.fit_partition_space(features, drop=method.drop, dim=method.dim, seed=method.seed)
-            quantiser = ivf.train_quantiser(features, nlist, seed=method.seed, space=space)
-        space, quantiser = distributed.broadcast_object((space, quantiser))
+            centroids = ivf.train_centroids(features, nlist, seed=method.seed, space=space)
+        space, centroids = distributed.broadcast_object((space, centroids))
         bounds = np.linspace(0, num_samples, ranks + 1).astype(np.int64)
         rank = distributed.rank()
         shares: list = [None] * ranks
-        mine = ivf.assign(features, quantiser, rows=(int(bounds[rank]), int(bounds[rank + 1])), space=space)
+        mine = ivf.assign(features, centroids, rows=(int(bounds[rank]), int(bounds[rank + 1])), space=space)
         dist.all_gather_object(shares, mine)
         list_of = np.concatenate([first for first, _ in shares])
         second_of = np.concatenate([second for _, second in shares])
-    inverted = ivf.build_inverted_file(list_of, quantiser.centroids, method.nprobe or DEFAULT_NPROBE,
+    inverted = ivf.build_inverted_file(list_of, centroids, method.nprobe or DEFAULT_NPROBE,
                                        second_of=second_of)
     pairs = inverted.pairs
     if ranks > 1:
