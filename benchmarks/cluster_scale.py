@@ -167,11 +167,19 @@ def real_feature_check(directory: str, drops: tuple[int, ...] = (0, 16, 64), nli
 
     from reid.cluster import KnnMethod, cluster_dbscan, compute_eps, ivf, jaccard_distance, knn_search
     from reid.data.datasets import parse_market_name
+    from reid.errors import DatasetError
 
     folder = Path(directory)
+    for name in ("features.npy", "manifest.csv"):
+        if not (folder / name).is_file():
+            raise DatasetError(f"{folder / name} not found: --features expects a scripts/embed.py output folder "
+                               "(features.npy + manifest.csv)")
     features = np.load(folder / "features.npy").astype(np.float32)
     with open(folder / "manifest.csv", newline="") as handle:
         names = [Path(row["path"]).name for row in csv.DictReader(handle)]
+    if len(names) != features.shape[0]:
+        raise DatasetError(f"{folder / 'manifest.csv'} lists {len(names)} images but features.npy holds "
+                           f"{features.shape[0]} rows: an unfinished embedding (run scripts/embed.py again)")
     pids = np.array([parse_market_name(name)[0] for name in names])
     _, labels = np.unique(pids, return_inverse=True)
     nlist = nlist or ivf.default_nlist(features.shape[0])
@@ -289,8 +297,14 @@ def main(argv: list[str] | None = None) -> None:
                         "processes, side by side with one process")
     args = parser.parse_args(argv)
     if args.features:
-        json.dump(real_feature_check(args.features, drops=tuple(args.drops), nlist=args.nlist, nprobe=args.nprobe),
-                  sys.stdout, indent=2)
+        from reid.errors import ReidError
+
+        try:
+            result = real_feature_check(args.features, drops=tuple(args.drops), nlist=args.nlist, nprobe=args.nprobe)
+        except ReidError as error:
+            print(f"{type(error).__name__}: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
+        json.dump(result, sys.stdout, indent=2)
         print()
         return
     if args.ranks:

@@ -30,6 +30,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks/ package beside reid/
 
+from reid.errors import ReidError  # noqa: E402
+
 
 def bench_eval(args: argparse.Namespace) -> dict:
     from benchmarks.evaluation import benchmark_evaluation
@@ -216,7 +218,11 @@ def main() -> None:
     names = list(jobs) if args.what == "all" else [args.what]
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     for name in names:
-        result = jobs[name](args)
+        try:
+            result = jobs[name](args)
+        except ReidError as error:  # bad input (e.g. cluster --features on a folder without an embedding)
+            print(f"{type(error).__name__}: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
         row = {"benchmark": name, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "machine": f"{platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}",
                "result": result}

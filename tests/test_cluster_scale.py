@@ -375,3 +375,15 @@ def test_real_feature_check_reads_an_embedding_folder(tmp_path):
     assert every["drops"]["0"]["same_identity_pairs_sharing_a_list"] == pytest.approx(expected)
     few = real_feature_check(str(tmp_path), drops=(0,), nlist=10, nprobe=1)
     assert few["drops"]["0"]["recall_at_k1"] < 1.0
+
+
+def test_real_feature_check_names_a_missing_or_unfinished_embedding(tmp_path):
+    from benchmarks.cluster_scale import real_feature_check
+    from reid.errors import DatasetError
+
+    with pytest.raises(DatasetError, match=r"features.npy not found: --features expects a scripts/embed.py output"):
+        real_feature_check(str(tmp_path))
+    np.save(tmp_path / "features.npy", np.zeros((3, 4), dtype=np.float32))
+    (tmp_path / "manifest.csv").write_text("path,camera\n/a/0001_c1s1_000001_01.jpg,\n")
+    with pytest.raises(DatasetError, match="lists 1 images but features.npy holds 3 rows"):
+        real_feature_check(str(tmp_path))
