@@ -591,7 +591,9 @@ def test_log_clustering_without_camids_is_unchanged():
         "outlier_fraction",
         "largest_cluster",
         "median_cluster_size",
+        "giant_cluster",
     }
+    assert record["giant_cluster"] is False  # a handful of images: below the 50 a warning needs
     sizes = np.bincount(_PSEUDO[_PSEUDO >= 0])
     assert record["outlier_fraction"] == pytest.approx(np.mean(_PSEUDO < 0))
     assert record["largest_cluster"] == sizes.max() and record["median_cluster_size"] == np.median(sizes)
