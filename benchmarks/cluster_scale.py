@@ -30,15 +30,16 @@ RECALL_QUERIES = 1000
 
 def benchmark_scale(num_samples: int, knn: str = "ivf", dim: int = 2048, nlist: int = 0, nprobe: int = 0,
                     float16: bool = False, seed: int = 0, k1: int = 20, k2: int = 6,
-                    min_samples: int = 4, sketch_dim: int = 0, candidates: int = 0, drop: int = -1) -> dict:
+                    min_samples: int = 4, sketch_dim: int = 0, candidates: int = 0, drop: int = -1,
+                    train_dim: int = 0) -> dict:
     """One round in a child process. Returns the measurements (see :func:`_measure`) and ``labels``.
     ``sketch_dim`` / ``candidates``: the projected search's ``cluster.knn_dim`` / ``cluster.knn_candidates`` (0:
     their defaults); for ivf, ``sketch_dim`` / ``drop`` are its partition space's ``cluster.knn_dim`` /
-    ``cluster.knn_drop``."""
+    ``cluster.knn_drop``, ``train_dim`` its ``cluster.knn_train_dim``."""
     context = multiprocessing.get_context("spawn")
     with context.Pool(1) as pool:
         return pool.apply(_measure, (num_samples, knn, dim, nlist, nprobe, float16, seed, k1, k2, min_samples,
-                                     sketch_dim, candidates, drop))
+                                     sketch_dim, candidates, drop, train_dim))
 
 
 def compare(num_samples: int, knn: str = "ivf", with_exact: bool = True, **kwargs) -> dict:
@@ -77,7 +78,8 @@ def _stage(timings: dict, name: str, fn, *args, **kwargs):
 
 
 def _measure(num_samples: int, knn: str, dim: int, nlist: int, nprobe: int, float16: bool, seed: int, k1: int,
-             k2: int, min_samples: int, sketch_dim: int = 0, candidates: int = 0, drop: int = -1) -> dict:
+             k2: int, min_samples: int, sketch_dim: int = 0, candidates: int = 0, drop: int = -1,
+             train_dim: int = 0) -> dict:
     from sklearn.metrics import adjusted_rand_score
 
     from reid.cluster import (
@@ -96,7 +98,8 @@ def _measure(num_samples: int, knn: str, dim: int, nlist: int, nprobe: int, floa
                                                     dtype=np.float16 if float16 else np.float32)
     generated = time.perf_counter() - generated
     baseline_mb = _resident_mb("VmRSS")
-    method = KnnMethod(knn, dim=sketch_dim, candidates=candidates, nlist=nlist, nprobe=nprobe, drop=drop, seed=seed)
+    method = KnnMethod(knn, dim=sketch_dim, candidates=candidates, nlist=nlist, nprobe=nprobe, drop=drop,
+                       train_dim=train_dim, seed=seed)
     kind = method.resolve(num_samples)
     t: dict = {}
     neighbours = _stage(t, "knn", knn_search, features, k1, method=method)
@@ -118,6 +121,7 @@ def _measure(num_samples: int, knn: str, dim: int, nlist: int, nprobe: int, floa
         "nprobe": (nprobe or DEFAULT_NPROBE) if kind == "ivf" else None,
         "sketch_dim": sketch_dim or (DEFAULT_PROJECTION_DIM if kind == "projected" else DEFAULT_PARTITION_DIM or dim),
         "drop": (DEFAULT_DROP if drop < 0 else drop) if kind == "ivf" else None,
+        "train_dim": train_dim if kind == "ivf" else None,
         "candidates": (candidates or DEFAULT_CANDIDATES_PER_K * k1) if kind == "projected" else None,
         "float16": float16, "seconds_generate": generated,
         "seconds": t["seconds_knn"] + t["seconds_jaccard_rest"] + t["seconds_eps"] + t["seconds_dbscan"],
@@ -293,6 +297,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--drop", type=int, default=-1, help="ivf: leading principal components removed before "
                         "filing (-1: 0)")
     parser.add_argument("--candidates", type=int, default=0, help="projected: candidates per row (0: 4 k1)")
+    parser.add_argument("--train-dim", type=int, default=0, help="ivf: k-means and filing in a sketch this wide, "
+                        "8 centroids re-ranked exactly (0: full width)")
     parser.add_argument("--ranks", type=int, default=0, help="the k-NN search alone, split across this many gloo "
                         "processes, side by side with one process")
     args = parser.parse_args(argv)
@@ -313,7 +319,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     result = compare(args.n, knn=args.knn, with_exact=args.exact, dim=args.dim, nlist=args.nlist,
                      nprobe=args.nprobe, float16=args.float16, sketch_dim=args.sketch_dim,
-                     candidates=args.candidates, drop=args.drop)
+                     candidates=args.candidates, drop=args.drop, train_dim=args.train_dim)
     json.dump(result, sys.stdout, indent=2)
     print()
 

@@ -147,6 +147,7 @@ class ClusterConfig:
     knn_nlist: int = 0                 # ivf: inverted lists; 0: 4 sqrt(N)
     knn_nprobe: int = 0                # ivf: lists each list is joined with, itself included; 0: 8
     knn_drop: int = -1                 # ivf: leading principal components removed before filing; -1: 0 (<= D/8)
+    knn_train_dim: int = 0             # ivf: k-means and filing in a sketch this wide, 8 centroids re-ranked; 0: full
     # float16 halves the clustering features' memory; products in float32
     feature_dtype: Literal["float32", "float16"] = "float32"
 
@@ -251,6 +252,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "cluster.k1_intra": (0, None), "cluster.k1_inter": (0, None), "cluster.k2_intra": (0, None),
     "cluster.k2_inter": (0, None), "cluster.knn_nlist": (0, None), "cluster.knn_nprobe": (0, None),
     "cluster.knn_dim": (0, None), "cluster.knn_candidates": (0, None), "cluster.knn_drop": (-1, None),
+    "cluster.knn_train_dim": (0, None),
     "adapt.memory_temperature": (1e-6, None), "adapt.memory_momentum": (0, 0.999),
     "adapt.memory_inter_weight": (0, None), "adapt.memory_hard_negatives": (1, None),
     "gds.weight": (0, None), "gds.momentum": (0, 1), "gds.lambda_sigma": (0, None), "gds.lambda_h": (0, None),

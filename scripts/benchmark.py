@@ -51,7 +51,7 @@ def bench_cluster(args: argparse.Namespace) -> dict:
 
         return compare(args.n, knn=args.knn, with_exact=args.knn != "exact" and args.n <= args.exact_max,
                        nlist=args.nlist, nprobe=args.nprobe, float16=args.float16, sketch_dim=args.sketch_dim,
-                       candidates=args.candidates, drop=args.drop)
+                       candidates=args.candidates, drop=args.drop, train_dim=args.train_dim)
 
     sizes = [16522] + ([100000] if args.large else [])
     results = {str(n): benchmark_clustering(n, dim=2048) for n in sizes}
@@ -202,6 +202,8 @@ def main() -> None:
                         "re-ranked exactly (0: 4 k1, cluster.knn_candidates)")
     parser.add_argument("--drop", type=int, default=-1, help="cluster --n --knn ivf: leading principal components "
                         "removed before filing (-1: 0, cluster.knn_drop)")
+    parser.add_argument("--train-dim", type=int, default=0, help="cluster --n --knn ivf: k-means and filing in a "
+                        "sketch this wide, 8 centroids re-ranked exactly (0: full width, cluster.knn_train_dim)")
     parser.add_argument("--float16", action="store_true", help="cluster --n: float16 features")
     parser.add_argument("--exact-max", type=int, default=100000, help="cluster --n: largest N run exactly too")
     parser.add_argument("--arch", default="resnet50")

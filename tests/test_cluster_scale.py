@@ -148,6 +148,58 @@ def test_assign_returns_the_nearest_and_second_nearest_centroid():
     np.testing.assert_array_equal(second, [1, 1, 1])
 
 
+def test_shortlisted_assignment_is_the_exact_best_two_of_the_sketched_candidates():
+    """Independent reference: each row's m nearest centroids in the sketch (float64), then the exact best two of
+    those (float64)."""
+    rng = np.random.default_rng(4)
+    x = l2_normalise(rng.standard_normal((700, 48)).astype(np.float32))
+    centroids = l2_normalise(rng.standard_normal((40, 48)).astype(np.float32))
+    shortlist = ivf.Shortlist.make(48, 12, seed=3, candidates=5)
+    assert shortlist.projection.shape == (48, 12) and shortlist.candidates == 5
+    first, second = ivf.assign(x, centroids, shortlist=shortlist)
+
+    def sketch(v):
+        y = v.astype(np.float64) @ shortlist.projection.astype(np.float64)
+        return y / np.linalg.norm(y, axis=1, keepdims=True)
+
+    candidates = np.argsort(-(sketch(x) @ sketch(centroids).T), axis=1)[:, :5]
+    exact = np.take_along_axis(x.astype(np.float64) @ centroids.astype(np.float64).T, candidates, axis=1)
+    best = np.take_along_axis(candidates, np.argsort(-exact, axis=1)[:, :2], axis=1)
+    np.testing.assert_array_equal(first, best[:, 0])
+    np.testing.assert_array_equal(second, best[:, 1])
+    flat_first, _ = ivf.assign(x, centroids)
+    assert 0.3 < np.mean(first == flat_first) < 1.0  # random directions: the sketch loses some nearest centroids
+    # a shortlist as long as the centroids is the full assignment; none for a sketch as wide as the space
+    everything = ivf.Shortlist.make(48, 12, candidates=40)
+    np.testing.assert_array_equal(ivf.assign(x, centroids, shortlist=everything)[0], flat_first)
+    assert ivf.Shortlist.make(48, 0) is None and ivf.Shortlist.make(48, 48) is None
+
+
+def test_sketched_kmeans_files_identities_together_and_keeps_the_search_exact():
+    """k-means in a 128-d sketch, centroids lifted to the full 512-d space: identities are filed together nearly
+    as well as by full-width k-means (measured 0.90 vs 0.95; a 32-d sketch: 0.74), and every similarity the
+    search returns is computed on the full features."""
+    x, labels = make_clustered_features(4000, dim=512, num_ids=160, seed=6)
+    space = ivf.fit_partition_space(x, drop=64, dim=512)
+    shares = {}
+    for train_dim in (0, 32, 128):
+        shortlist = ivf.Shortlist.make(space.width, train_dim)
+        centroids = ivf.train_centroids(x, 60, space=space, shortlist=shortlist)
+        assert centroids.shape == (60, 512)
+        np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1.0, atol=1e-5)
+        list_of, _ = ivf.assign(x, centroids, space=space, shortlist=shortlist)
+        shares[train_dim] = np.mean([np.bincount(list_of[labels == i]).max() / np.count_nonzero(labels == i)
+                                     for i in range(160)])
+    assert shares[0] > 0.9 and shares[128] > 0.85 and shares[32] < shares[128], shares
+    _, ids_true = knn_search(x, 10)
+    recalls = {}
+    for train_dim in (0, 128):
+        sims, ids = knn_search(x, 10, method=KnnMethod("ivf", nlist=60, nprobe=8, drop=64, train_dim=train_dim))
+        np.testing.assert_allclose(sims, np.einsum("nd,nkd->nk", x, x[ids]), atol=1e-5)
+        recalls[train_dim] = np.mean((ids[:, :, None] == ids_true[:, None, :]).any(axis=2))
+    assert recalls[0] - 0.08 < recalls[128] < recalls[0], recalls  # measured 0.910 vs 0.964
+
+
 def _dense_related_pairs(list_of, second_of, centroids, nprobe):
     """The relation as first written: a dense (nlist, nlist) score, count of shared second choices + cosine / 2,
     each list's nprobe best (itself first), made symmetric."""
@@ -311,8 +363,11 @@ def test_given_neighbours_give_the_same_pseudo_labels(clustered):
 
 def test_cluster_knn_config_keys_are_validated():
     cfg = load_config("configs/demo.yaml", overrides=["cluster.knn=projected", "cluster.knn_dim=128",
-                                                      "cluster.feature_dtype=float16"])
+                                                      "cluster.feature_dtype=float16", "cluster.knn_train_dim=256"])
     assert (cfg.cluster.knn, cfg.cluster.knn_dim, cfg.cluster.feature_dtype) == ("projected", 128, "float16")
+    assert cfg.cluster.knn_train_dim == 256
+    with pytest.raises(ConfigError, match="cluster.knn_train_dim"):
+        load_config("configs/demo.yaml", overrides=["cluster.knn_train_dim=-1"])
     with pytest.raises(ConfigError, match="cluster.knn"):
         load_config("configs/demo.yaml", overrides=["cluster.knn=hnsw"])
     with pytest.raises(ConfigError, match="cluster.knn_nprobe"):
@@ -330,6 +385,7 @@ def _shard_worker(rank: int, port: int, out_dir: str) -> None:
         x, _ = make_clustered_features(1300, dim=40, num_ids=50, seed=9)
         results = {}
         for name, method in (("exact", KnnMethod("exact")), ("ivf", KnnMethod("ivf", nlist=24, nprobe=5)),
+                             ("ivf_sketched", KnnMethod("ivf", nlist=24, nprobe=5, train_dim=16)),
                              ("projected", KnnMethod("projected", dim=16))):
             results[name] = knn_search(x, 15, method=method, shard=True)
             if rank == 0:
@@ -346,7 +402,7 @@ def _shard_worker(rank: int, port: int, out_dir: str) -> None:
 def test_two_ranks_find_the_neighbours_and_pseudo_labels_of_one_process(tmp_path):
     run_workers(_shard_worker, 2, (free_port(), str(tmp_path)), timeout=120)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
-    for name in ("exact", "ivf", "projected"):
+    for name in ("exact", "ivf", "ivf_sketched", "projected"):
         single_sims, single_ids = ranks[0][name + "_single"]
         for r in range(2):
             np.testing.assert_array_equal(ranks[r][name][1], single_ids)

@@ -44,6 +44,8 @@ _BLOCK_ENTRIES = 2**25
 # Features k-means is trained on, per centroid (faiss warns below 39, its own cap is 256: k-means is a large share of the time).
 _TRAIN_POINTS_PER_LIST = 40
 _KMEANS_ITERATIONS = 10
+# Centroids shortlisted per feature by the sketched assignment (cluster.knn_train_dim), then re-ranked exactly.
+_SHORTLIST_CANDIDATES = 8
 # The partition space (docs/BENCHMARKS.md, "Clustering at scale"): features its mean and principal components are
 # estimated from, components removed by default (at most D / 8), sketch dimensions by default.
 _PCA_SAMPLE = 20_000
@@ -93,6 +95,11 @@ class PartitionSpace:
     mean: np.ndarray
     basis: np.ndarray
     projection: np.ndarray
+
+    @property
+    def width(self) -> int:
+        """d, the dimensions of the partition space."""
+        return int(self.projection.shape[1] or self.mean.shape[0])
 
     def transform(self, features: np.ndarray, rows: tuple[int, int] | None = None) -> np.ndarray:
         """``features[rows[0]:rows[1]]`` (default all) in the partition space: (n, d) float32 unit rows."""
@@ -154,31 +161,97 @@ def leading_eigenvectors(matrix: torch.Tensor, count: int, generator: torch.Gene
     return (q @ vectors[:, width - count :]).contiguous()
 
 
-def train_centroids(features: np.ndarray, nlist: int, seed: int = 0, space: PartitionSpace | None = None) -> np.ndarray:
+def train_centroids(features: np.ndarray, nlist: int, seed: int = 0, space: PartitionSpace | None = None,
+                    shortlist: Shortlist | None = None) -> np.ndarray:
     """Spherical k-means (faiss) on a seeded sample of ``nlist`` x 40 features (taken into ``space`` when given),
-    10 iterations. (N, D) -> (nlist, d) float32."""
+    10 iterations. (N, D) -> (nlist, d) float32 unit rows.
+
+    With ``shortlist``, the Lloyd iterations run in its sketch (``train_dim`` dimensions: the cost of k-means,
+    sample x nlist x d per iteration, falls by d / train_dim), and the centroids are then lifted to the full
+    space: each the normalised mean of the sample features that the shortlisted assignment (:func:`assign`)
+    files under it, taken twice (once from the sketch's own assignment, once from the lifted centroids'). A
+    centroid with no member keeps a sample feature of its own."""
     num_samples = features.shape[0]
     if not 1 <= nlist <= num_samples:
         raise ValueError(f"nlist must be in [1, N={num_samples}], got nlist={nlist}")
     rng = np.random.default_rng(seed)
     size = min(num_samples, nlist * _TRAIN_POINTS_PER_LIST)
     sample = np.sort(rng.choice(num_samples, size=size, replace=False))
-    train = np.ascontiguousarray(features[sample] if space is None else space.transform(features[sample]),
-                                 dtype=np.float32)
-    kmeans = faiss.Kmeans(train.shape[1], nlist, niter=_KMEANS_ITERATIONS, spherical=True, seed=seed,
+    if space is None:
+        train = np.ascontiguousarray(features[sample], dtype=np.float32)
+    else:  # gathered and transformed block by block: no (sample, D) copy of the features besides the result
+        train = np.empty((size, space.width), dtype=np.float32)
+        chunk = max(1, _BLOCK_ENTRIES // features.shape[1])
+        for a in range(0, size, chunk):
+            train[a : a + chunk] = space.transform(features[sample[a : a + chunk]])
+    fitted = train if shortlist is None else shortlist.sketch(train)
+    kmeans = faiss.Kmeans(fitted.shape[1], nlist, niter=_KMEANS_ITERATIONS, spherical=True, seed=seed,
                           max_points_per_centroid=_TRAIN_POINTS_PER_LIST, verbose=False)
     kmeans.cp.min_points_per_centroid = 1  # the sample is sized above; no warning for small N
-    kmeans.train(train)
-    return np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
+    kmeans.train(fitted)
+    if shortlist is None:
+        return np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
+    _, members = kmeans.index.search(fitted, 1)
+    centroids = _member_means(train, members[:, 0], nlist, rng)
+    members, _ = assign(train, centroids, shortlist=shortlist)
+    return _member_means(train, members, nlist, rng)
+
+
+def _member_means(x: np.ndarray, members: np.ndarray, nlist: int, rng: np.random.Generator) -> np.ndarray:
+    """(nlist, d) normalised mean of the rows of ``x`` filed under each list, summed in float64 block by block;
+    a list without rows takes a random row of ``x``."""
+    sums = torch.zeros(nlist, x.shape[1], dtype=torch.float64)
+    index = torch.from_numpy(members)
+    chunk = max(1, _BLOCK_ENTRIES // x.shape[1])
+    for a in range(0, x.shape[0], chunk):
+        sums.index_add_(0, index[a : a + chunk], torch.from_numpy(np.asarray(x[a : a + chunk])).double())
+    empty = np.flatnonzero(~np.bincount(members, minlength=nlist).astype(bool))
+    if empty.size:
+        picked = rng.choice(x.shape[0], size=empty.size, replace=x.shape[0] < empty.size)
+        sums[empty] = torch.from_numpy(np.asarray(x[picked])).double()
+    return np.ascontiguousarray(torch.nn.functional.normalize(sums, dim=1).float().numpy())
+
+
+@dataclass
+class Shortlist:
+    """A cheaper assignment for many lists: the centroids nearest in a seeded Gaussian sketch of the partition
+    space to ``train_dim`` dimensions are shortlisted, ``candidates`` per feature, and re-ranked by their exact
+    inner products. Wrong only where a feature's true nearest centroids fall out of its sketched shortlist.
+
+    Attributes:
+        projection: (d, train_dim) float32.
+        candidates: centroids re-ranked per feature.
+    """
+
+    projection: np.ndarray
+    candidates: int = _SHORTLIST_CANDIDATES
+
+    @classmethod
+    def make(cls, dim: int, train_dim: int, seed: int = 0, candidates: int = 0) -> Shortlist | None:
+        """The shortlist for ``dim``-d partition-space features, or None where ``train_dim`` is 0 or
+        ``>= dim`` (the full-width assignment)."""
+        if not 0 < train_dim < dim:
+            return None
+        generator = torch.Generator().manual_seed(seed + 1)  # not the partition space's sketch
+        projection = torch.randn(dim, train_dim, generator=generator) / np.sqrt(train_dim)
+        return cls(projection=projection.numpy(), candidates=max(2, candidates or _SHORTLIST_CANDIDATES))
+
+    def sketch(self, x: np.ndarray) -> np.ndarray:
+        """(n, d) -> (n, train_dim) float32 unit rows."""
+        with torch.inference_mode():
+            y = torch.from_numpy(np.asarray(x, dtype=np.float32)) @ torch.from_numpy(self.projection)
+            return torch.nn.functional.normalize(y, dim=1).numpy()
 
 
 def assign(features: np.ndarray, centroids: np.ndarray, rows: tuple[int, int] | None = None,
-           space: PartitionSpace | None = None) -> tuple[np.ndarray, np.ndarray]:
+           space: PartitionSpace | None = None, shortlist: Shortlist | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Nearest and second-nearest centroid (inner product; ties to the lower index) of
     ``features[rows[0]:rows[1]]``, each chunk first taken into ``space`` when given (so the whole
-    partition-space copy is never held). -> two int64 arrays (the second equals the first with one centroid)."""
+    partition-space copy is never held); with ``shortlist``, among each feature's shortlisted centroids. -> two int64 arrays (the second equals the first with one centroid)."""
     start, stop = rows if rows is not None else (0, features.shape[0])
-    c = torch.from_numpy(centroids)
+    if shortlist is not None and shortlist.candidates < centroids.shape[0]:
+        return _assign_shortlisted(features, centroids, start, stop, space, shortlist)
+    c = torch.from_numpy(np.ascontiguousarray(centroids, dtype=np.float32))
     chunk = max(1, _BLOCK_ENTRIES // max(1, centroids.shape[0], features.shape[1]))
     nearest = np.empty((stop - start, 2), dtype=np.int64)
     with torch.inference_mode():
@@ -188,6 +261,28 @@ def assign(features: np.ndarray, centroids: np.ndarray, rows: tuple[int, int] | 
             similarities = torch.from_numpy(np.asarray(block, dtype=np.float32)) @ c.T
             top = torch.topk(similarities, min(2, c.shape[0]), dim=1).indices
             nearest[a - start : b - start] = top[:, [0, -1]].numpy()
+    return nearest[:, 0], nearest[:, 1]
+
+
+def _assign_shortlisted(features: np.ndarray, centroids: np.ndarray, start: int, stop: int,
+                        space: PartitionSpace | None, shortlist: Shortlist) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`assign` among each feature's ``shortlist.candidates`` nearest centroids in the sketch, re-ranked
+    by their exact inner products (each row's candidates gathered: (rows, candidates, d) per block)."""
+    m = shortlist.candidates
+    c = torch.from_numpy(np.ascontiguousarray(centroids, dtype=np.float32))
+    sketched = torch.from_numpy(shortlist.sketch(centroids))
+    chunk = max(1, min(_BLOCK_ENTRIES // max(1, centroids.shape[0], features.shape[1]),
+                       2**24 // (m * c.shape[1])))  # the gathered candidates: <= 64 MiB
+    nearest = np.empty((stop - start, 2), dtype=np.int64)
+    with torch.inference_mode():
+        for a in range(start, stop, chunk):
+            b = min(a + chunk, stop)
+            block = space.transform(features, rows=(a, b)) if space is not None else features[a:b]
+            block = torch.from_numpy(np.asarray(block, dtype=np.float32))
+            near = torch.topk(torch.from_numpy(shortlist.sketch(block.numpy())) @ sketched.T, m, dim=1).indices
+            near = torch.sort(near, dim=1).values  # ties to the lower index, as without the shortlist
+            exact = torch.einsum("nd,nkd->nk", block, c[near])
+            nearest[a - start : b - start] = torch.gather(near, 1, torch.topk(exact, 2, dim=1).indices).numpy()
     return nearest[:, 0], nearest[:, 1]
 
 

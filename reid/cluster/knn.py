@@ -65,6 +65,9 @@ class KnnMethod:
         nprobe: lists each list is joined with (itself included); 0: ``DEFAULT_NPROBE``.
         drop: ivf: leading principal components removed before the features are filed into lists; -1:
             :data:`reid.cluster.ivf.DEFAULT_DROP` (at most D / 8).
+        train_dim: ivf: k-means and the assignment to lists made in a seeded sketch of the partition space to
+            this many dimensions, each feature's 8 nearest sketched centroids re-ranked exactly
+            (:class:`reid.cluster.ivf.Shortlist`); 0: full width. For the ~N / 50 lists a million images need.
         seed: seed of the k-means sample and initialisation.
     """
 
@@ -74,6 +77,7 @@ class KnnMethod:
     nlist: int = 0
     nprobe: int = 0
     drop: int = -1
+    train_dim: int = 0
     seed: int = 0
 
     def resolve(self, num_samples: int) -> str:
@@ -191,18 +195,22 @@ def _knn_ivf(features: np.ndarray, k: int, method: KnnMethod, ranks: int) -> tup
     nlist = min(nlist, num_samples)
     if ranks == 1:
         space = ivf.fit_partition_space(features, drop=method.drop, dim=method.dim, seed=method.seed)
-        centroids = ivf.train_centroids(features, nlist, seed=method.seed, space=space)
-        list_of, second_of = ivf.assign(features, centroids, space=space)
+        shortlist = ivf.Shortlist.make(space.width, method.train_dim, seed=method.seed)
+        centroids = ivf.train_centroids(features, nlist, seed=method.seed, space=space, shortlist=shortlist)
+        list_of, second_of = ivf.assign(features, centroids, space=space, shortlist=shortlist)
     else:
         space = centroids = None
         if distributed.is_main():
             space = ivf.fit_partition_space(features, drop=method.drop, dim=method.dim, seed=method.seed)
-            centroids = ivf.train_centroids(features, nlist, seed=method.seed, space=space)
+            centroids = ivf.train_centroids(features, nlist, seed=method.seed, space=space,
+                                            shortlist=ivf.Shortlist.make(space.width, method.train_dim, method.seed))
         space, centroids = distributed.broadcast_object((space, centroids))
+        shortlist = ivf.Shortlist.make(space.width, method.train_dim, seed=method.seed)
         bounds = np.linspace(0, num_samples, ranks + 1).astype(np.int64)
         rank = distributed.rank()
         shares: list = [None] * ranks
-        mine = ivf.assign(features, centroids, rows=(int(bounds[rank]), int(bounds[rank + 1])), space=space)
+        mine = ivf.assign(features, centroids, rows=(int(bounds[rank]), int(bounds[rank + 1])), space=space,
+                          shortlist=shortlist)
         dist.all_gather_object(shares, mine)
         list_of = np.concatenate([first for first, _ in shares])
         second_of = np.concatenate([second for _, second in shares])

@@ -116,7 +116,7 @@ def log_clustering(logger: RunLogger, round_index: int, info: dict, pseudo_label
     logger.info(line)
     largest = record["largest_cluster"]
     record["giant_cluster"] = bool(largest >= GIANT_CLUSTER_MIN_SIZE
-                                   and largest > GIANT_CLUSTER_FRACTION * len(pseudo_labels))
+                                   and largest > GIANT_CLUSTER_FRACTION * record["num_samples"])
     if record["giant_cluster"]:
         logger.info(f"warning: round {round_index}: one cluster holds {largest} of the {record['num_samples']} "
                     f"images ({largest / record['num_samples']:.0%}) at eps {record['eps']:.4f}: it merges many "

@@ -99,7 +99,7 @@ class PseudoLabeler:
         features = self.extract()
         c = self.cluster
         knn = KnnMethod(c.knn, dim=c.knn_dim, candidates=c.knn_candidates, nlist=c.knn_nlist, nprobe=c.knn_nprobe,
-                         drop=c.knn_drop)
+                         drop=c.knn_drop, train_dim=c.knn_train_dim)
         clustered = features.numpy().astype(np.float16 if c.feature_dtype == "float16" else np.float32, copy=False)
         neighbours = None
         if distributed.world_size() > 1 and not c.camera_jaccard:  # every rank searches its share
