@@ -322,7 +322,7 @@ def _related_lists(list_of: np.ndarray, second_of: np.ndarray | None, centroids:
         keys = np.r_[list_of[split] * nlist + second_of[split], second_of[split] * nlist + list_of[split]]
         keys, shared = np.unique(keys, return_counts=True)
         src, dst = keys // nlist, keys % nlist
-        score = shared + np.einsum("nd,nd->n", centroids[src], centroids[dst]).astype(np.float64) / 2
+        score = shared + _pair_cosines(centroids, src, dst) / 2
         ranked = np.lexsort((dst, -score, src))
         src, dst = src[ranked], dst[ranked]
         rank = np.arange(src.size) - np.searchsorted(src, src)
@@ -355,6 +355,16 @@ def _related_lists(list_of: np.ndarray, second_of: np.ndarray | None, centroids:
                         extra_dst.append(partner)
                         need -= 1
     return np.r_[src, np.array(extra_src, np.int64)], np.r_[dst, np.array(extra_dst, np.int64)]
+
+
+def _pair_cosines(centroids: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """(P,) float64 inner products of the centroid pairs (src, dst), gathered block by block (two (P, d) gathers
+    at once would be 2 x 11 GB for the ~1.4 M pairs of 20,000 lists at 1M features)."""
+    out = np.empty(src.size, dtype=np.float64)
+    chunk = max(1, _BLOCK_ENTRIES // (4 * max(1, centroids.shape[1])))
+    for a in range(0, src.size, chunk):
+        out[a : a + chunk] = np.einsum("nd,nd->n", centroids[src[a : a + chunk]], centroids[dst[a : a + chunk]])
+    return out
 
 
 def join_lists(features: np.ndarray, ivf: InvertedFile, k: int,
