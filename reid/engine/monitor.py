@@ -121,7 +121,8 @@ def log_clustering(logger: RunLogger, round_index: int, info: dict, pseudo_label
         logger.info(f"warning: round {round_index}: one cluster holds {largest} of the {record['num_samples']} "
                     f"images ({largest / record['num_samples']:.0%}) at eps {record['eps']:.4f}: it merges many "
                     "identities (eps near 1: an approximate cluster.knn missing neighbours, or collapsed "
-                    "features); set cluster.eps by hand or use cluster.knn: exact / projected")
+                    "features); set cluster.eps by hand, use cluster.knn: exact / projected, or give ivf ~N / 50 "
+                    "lists (cluster.knn_nlist, with cluster.knn_train_dim: 256)")
     logger.record("cluster", **record)
     logger.scalars("cluster", {k: record[k] for k in scalar_keys}, round_index)
     if len(sizes):
