@@ -247,7 +247,8 @@ def assign(features: np.ndarray, centroids: np.ndarray, rows: tuple[int, int] | 
            space: PartitionSpace | None = None, shortlist: Shortlist | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Nearest and second-nearest centroid (inner product; ties to the lower index) of
     ``features[rows[0]:rows[1]]``, each chunk first taken into ``space`` when given (so the whole
-    partition-space copy is never held); with ``shortlist``, among each feature's shortlisted centroids. -> two int64 arrays (the second equals the first with one centroid)."""
+    partition-space copy is never held); with ``shortlist``, among each feature's shortlisted centroids.
+    -> two int64 arrays (the second equals the first with one centroid)."""
     start, stop = rows if rows is not None else (0, features.shape[0])
     if shortlist is not None and shortlist.candidates < centroids.shape[0]:
         return _assign_shortlisted(features, centroids, start, stop, space, shortlist)
@@ -280,7 +281,7 @@ def _assign_shortlisted(features: np.ndarray, centroids: np.ndarray, start: int,
             block = space.transform(features, rows=(a, b)) if space is not None else features[a:b]
             block = torch.from_numpy(np.asarray(block, dtype=np.float32))
             near = torch.topk(torch.from_numpy(shortlist.sketch(block.numpy())) @ sketched.T, m, dim=1).indices
-            near = torch.sort(near, dim=1).values  # ties to the lower index, as without the shortlist
+            near = torch.sort(near, dim=1).values  # candidates in index order, as the full assignment sees them
             exact = torch.einsum("nd,nkd->nk", block, c[near])
             nearest[a - start : b - start] = torch.gather(near, 1, torch.topk(exact, 2, dim=1).indices).numpy()
     return nearest[:, 0], nearest[:, 1]
