@@ -1,4 +1,4 @@
-"""The accuracy-study scripts on tiny synthetic domains: ablate.py, sweep.py, gds_gradients.py.
+"""The accuracy-study scripts on tiny synthetic domains: ablate.py, sweep.py, gds_gradients.py, cluster_quality.py.
 
 Each table cell is checked against the run folders it came from (metrics.jsonl, config.yaml), read here
 independently of the scripts.
@@ -12,12 +12,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from tiny_run import REPO, TINY_OVERRIDES
 
+from reid.cluster import generate_pseudo_labels
 from reid.config import load_config
+from reid.data.loaders import build_test_loader
+from reid.engine.checkpoint import load_checkpoint, load_model_weights
 from reid.engine.inputs import load_domain
+from reid.evaluation.features import extract_features
+from reid.models import model_from
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +118,38 @@ def test_gradient_diagnostic_scales_with_one_minus_beta(ablation: Path, tiny_dat
         assert 0 < mu_pos and 0 < mu_neg
         # GDS.md: the gradient flows through the batch statistics only, scaled by (1 - beta) = 0.1 vs. 1
         assert 4 < grad_fast / grad_slow < 25, row
+
+
+def test_cluster_quality_sweeps_eps_and_counts_pairs_as_by_hand(ablation: Path, tiny_data: Path) -> None:
+    source = ablation / "seed0" / "source" / "checkpoints" / "source.pt"
+    stdout = script("cluster_quality.py", "--config", "configs/demo.yaml", "--checkpoint", str(source),
+                    "--features", "plain", "--camera-norm", "none", "center", "--camera-jaccard", "false",
+                    "--eps", "auto", "0.45", *overrides(tiny_data), "--set", "cluster.rho=0.05")  # 72 images
+    rows = [line for line in stdout.splitlines() if line.startswith("features ")]
+    assert len(rows) == 4
+    assert [row.split()[3] for row in rows] == ["none", "none", "center", "center"]
+    assert rows[1].split()[7] == "0.450" and rows[3].split()[7] == "0.450"
+    assert rows[0].split()[7] != "0.450"  # the rho rule's radius, not the fixed one
+    # the fixed-eps, plain row: the same pseudo-labels computed here, their pairs counted by hand
+    cfg = load_config(REPO / "configs" / "demo.yaml", overrides(tiny_data)[1::2])
+    train = load_domain(cfg.data.target, str(tiny_data / "synth-b"), cfg, verbose=False).train
+    model = model_from(cfg.model, pretrained="none")
+    load_model_weights(model, load_checkpoint(str(source)), str(source), skip_classifier=True)
+    features, pids, cams = extract_features(model, build_test_loader(train, cfg.data.height, cfg.data.width, 64, 0))
+    c = cfg.cluster
+    labels, _ = generate_pseudo_labels(features.numpy(), 0.45, k1=c.k1, k2=c.k2, min_samples=c.min_samples,
+                                       camids=cams)
+    pids = np.asarray(pids)
+    same_cluster = (labels[:, None] == labels[None, :]) & (labels[:, None] >= 0)
+    same_id = pids[:, None] == pids[None, :]
+    upper = np.triu(np.ones_like(same_id), k=1)
+    together, true_pairs = (same_cluster & upper).sum(), (same_id & upper).sum()
+    precision = (same_cluster & same_id & upper).sum() / max(together, 1)
+    recall = (same_cluster & same_id & upper).sum() / true_pairs
+    fields = rows[1].split()
+    assert int(fields[9]) == labels.max() + 1
+    assert fields[fields.index("P") + 1] == f"{precision:.3f}" and fields[fields.index("R") + 1] == f"{recall:.3f}"
+    bad = subprocess.run([sys.executable, str(REPO / "scripts" / "cluster_quality.py"), "--config",
+                          "configs/demo.yaml", "--checkpoint", str(source), "--eps", "1.5"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert bad.returncode == 2 and "--eps: expected 'auto' or a number in (0, 1), got '1.5'" in bad.stderr
