@@ -144,6 +144,7 @@ def test_cluster_quality_sweeps_eps_and_counts_pairs_as_by_hand(ablation: Path, 
     same_id = pids[:, None] == pids[None, :]
     upper = np.triu(np.ones_like(same_id), k=1)
     together, true_pairs = (same_cluster & upper).sum(), (same_id & upper).sum()
+    assert labels.max() >= 1 and together > 0  # clusters to count: the comparison below is not 0 == 0
     precision = (same_cluster & same_id & upper).sum() / max(together, 1)
     recall = (same_cluster & same_id & upper).sum() / true_pairs
     fields = rows[1].split()
