@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,8 @@ from reid.engine.checkpoint import (
 )
 from reid.errors import CheckpointError
 from reid.models import build_model
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_run_state_round_trips_through_a_checkpoint(tmp_path: Path) -> None:
@@ -110,6 +115,35 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
         save_checkpoint({"value": torch.tensor(2.0), "bad": Unsaveable()}, tmp_path / "last.pt")
     assert load_checkpoint(tmp_path / "last.pt")["value"].item() == 1.0
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or sys.platform != "linux", reason="RLIMIT_FSIZE / SIGXFSZ are POSIX")
+def test_a_write_the_disk_refuses_is_a_one_line_error_and_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
+    """A real failed write, not a simulated one: a child process whose file-size limit (RLIMIT_FSIZE, 1 MiB) the
+    checkpoint exceeds, as on a full disk. torch's zip writer reports such a write as 'unexpected pos ...'; the
+    error must name the file and the OS's reason instead, and the previous checkpoint must stay loadable."""
+    child = textwrap.dedent(f"""
+        import resource, signal, sys, torch
+        from reid.engine.checkpoint import save_checkpoint
+        from reid.errors import CheckpointError
+        save_checkpoint({{"value": torch.tensor(1.0)}}, {str(tmp_path / "last.pt")!r})
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2 ** 20, 2 ** 20))
+        try:
+            save_checkpoint({{"value": torch.zeros(2 ** 20)}}, {str(tmp_path / "last.pt")!r})  # 4 MiB
+        except CheckpointError as error:
+            print(error)
+            sys.exit(3)
+    """)
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 3, done.stderr[-2000:]
+    message = done.stdout.strip()
+    assert "\n" not in message
+    assert message.startswith(f"cannot write checkpoint {tmp_path / 'last.pt'}: File too large; ")
+    assert "MiB free on its disk" in message and "previous checkpoint, if any, is intact" in message
+    assert "unexpected pos" not in message
+    assert load_checkpoint(tmp_path / "last.pt")["value"].item() == 1.0
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # the partial temp file was removed
 
 
 def test_unwritable_checkpoint_folder(tmp_path: Path) -> None:

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -218,7 +220,7 @@ def rank_dump(folder: Path, rank: int, round_index: int) -> dict:
 
 
 @pytest.fixture(scope="module")
-def runs(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def runs(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     """two: 2 processes, both stages. one_stage1: 1 process, stage 1 only. one_stage2: 1 process, stage 2 only,
     starting from two's source model (so the stage-2 comparison starts from identical weights)."""
     root = tmp_path_factory.mktemp("ddp-runs")
@@ -228,7 +230,8 @@ def runs(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     source = paths["two"] / "checkpoints" / "source.pt"
     train_one_process(tiny_data, paths["one_stage2"], f"pretrain.checkpoint={source}",
                       debug_dir=paths["one_stage2"] / "debug")
-    return paths
+    yield paths
+    shutil.rmtree(root, ignore_errors=True)  # ~1.2 GB of checkpoints: freed when the module ends, not the session
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -34,7 +35,15 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
         raise CheckpointError(f"cannot write checkpoint to {path.parent}: {error.strerror or error}") from None
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
+            writer = _WriteErrors(handle)
+            try:
+                torch.save(state, writer)
+            except RuntimeError:
+                # torch's zip writer turns a failed write (a full disk, a file-size limit) into an opaque
+                # "unexpected pos ..." RuntimeError; the OSError behind it is what the user needs to see
+                if writer.error is None:
+                    raise
+                raise writer.error from None
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
@@ -43,10 +52,35 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     except BaseException as error:
         Path(tmp_name).unlink(missing_ok=True)
         if isinstance(error, OSError):
-            raise CheckpointError(f"cannot write checkpoint {path}: {error.strerror or error} "
+            raise CheckpointError(f"cannot write checkpoint {path}: {error.strerror or error}{_free_space(path)} "
                                   "(the previous checkpoint, if any, is intact)") from None
         raise
     return path
+
+
+class _WriteErrors:
+    """A file wrapper for ``torch.save`` that remembers the first ``OSError`` a write raised."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.error = self.error or error
+            raise
+
+    def __getattr__(self, name: str) -> Any:  # flush, fileno, ...: the real file's
+        return getattr(self.handle, name)
+
+
+def _free_space(path: Path) -> str:
+    try:
+        return f"; {shutil.disk_usage(path.parent).free / 2**20:,.0f} MiB free on its disk"
+    except OSError:
+        return ""
 
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format: a zip archive holding data.pkl and the tensors
