@@ -3,7 +3,8 @@ uninterrupted run bit for bit; bad inputs are one-line errors that lose nothing 
 same bits; no code-executing calls in the package.
 
 Cases already pinned elsewhere are not repeated here: grayscale / RGBA / palette images are converted
-(tests/test_loaders.py), a full disk while saving keeps the previous checkpoint (tests/test_checkpoint.py),
+(tests/test_loaders.py), save_checkpoint's own full-disk cases (tests/test_checkpoint.py; the command-line
+case is here),
 config errors as exceptions (tests/test_config.py), dataset layout errors as exceptions (tests/test_datasets.py).
 """
 
@@ -448,6 +449,42 @@ def test_a_diverging_learning_rate_stops_with_the_last_good_checkpoint_intact(
     line = run_failing(capsys, tiny_args(tiny_data, fresh, *small, "pretrain.lr=1e30"))
     assert line.startswith("TrainingError: pretrain 1/1: loss became") and "learning rate" in line, line
     assert not (fresh / "checkpoints" / "last.pt").exists()
+
+
+def _file_size_limit(limit: int):
+    """preexec_fn for a child whose writes past ``limit`` bytes per file fail (EFBIG), as on a full disk."""
+    def apply() -> None:
+        import resource
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE / SIGXFSZ are POSIX")
+def test_a_checkpoint_the_disk_refuses_stops_the_run_with_one_line_and_resume_finishes_it(
+        tiny_data: Path, tmp_path: Path) -> None:
+    """The train command, not just save_checkpoint: resumed with a per-file size limit (16 MiB, below the ~45 MB
+    checkpoint, above every log file), its first checkpoint write fails for real. One line names the file and
+    the reason, exit status 2, last.pt and the logs stay as they were; without the limit, --resume auto finishes."""
+    out = tmp_path / "run"
+    tiny_train(tiny_data, out, *SHORT)  # both stages done: last.pt holds round 0
+    last = out / "checkpoints" / "last.pt"
+    assert last.stat().st_size > 16 * 2**20
+    before = snapshot(out)
+    args = tiny_args(tiny_data, out, *SHORT, "adapt.rounds=2") + ["--resume", "auto"]
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), *args], capture_output=True,
+                          text=True, cwd=REPO, preexec_fn=_file_size_limit(16 * 2**20))
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "unexpected pos" not in done.stderr, done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if re.match(r"^\w+Error: ", line)]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"CheckpointError: cannot write checkpoint {last}: File too large; "), lines[0]
+    assert lines[0].endswith("MiB free on its disk (the previous checkpoint, if any, is intact)"), lines[0]
+    assert last.read_bytes() == before["checkpoints/last.pt"]
+    assert not list((out / "checkpoints").glob(".*.tmp"))
+    assert_unchanged(out, {name: data for name, data in before.items() if name.startswith("checkpoints/")})
+    tiny_train(tiny_data, out, *SHORT, "adapt.rounds=2", resume="auto")
+    assert load_checkpoint(out / "checkpoints" / "final.pt")["round"] == 2
 
 
 def test_an_epoch_never_ends_with_non_finite_weights(tmp_path: Path) -> None:
