@@ -3,9 +3,9 @@ uninterrupted run bit for bit; bad inputs are one-line errors that lose nothing 
 same bits; no code-executing calls in the package.
 
 Cases already pinned elsewhere are not repeated here: grayscale / RGBA / palette images are converted
-(tests/test_loaders.py), save_checkpoint's own full-disk cases (tests/test_checkpoint.py; the command-line
-case is here),
-config errors as exceptions (tests/test_config.py), dataset layout errors as exceptions (tests/test_datasets.py).
+(tests/test_loaders.py), save_checkpoint's own full-disk cases (tests/test_checkpoint.py; the command-line case
+is here), config errors as exceptions (tests/test_config.py), dataset layout errors as exceptions
+(tests/test_datasets.py).
 """
 
 from __future__ import annotations
