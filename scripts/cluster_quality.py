@@ -1,14 +1,19 @@
 """Round-0 pseudo-label quality of a checkpoint on the target TRAIN split, for several clustering-feature options.
 
-Uses the target-train identity labels (never the test split): the signal docs/RESULTS.md uses to choose
-clustering defaults. Prints one line per option: eps, clusters, outlier share, pairwise precision / recall / F1 and
-cross-camera precision / recall.
+Prints one line per option. Label-free (what a folder of your own unlabelled cameras, ``data.target: folder``,
+gets): eps, clusters, outlier share, share of clusters spanning >= 2 cameras, largest cluster's share of the
+images. Where the target-train split has identity labels, also (marked as using them; never the test split):
+pairwise precision / recall / F1 and cross-camera precision / recall, the signal docs/RESULTS.md uses to choose
+clustering defaults.
 
     python scripts/cluster_quality.py --config configs/cuhk03.yaml \
         --checkpoint outputs/cam-cuhk03/seed0/source/checkpoints/source.pt
     # an eps sweep of one option (each eps one DBSCAN on the same distance):
     python scripts/cluster_quality.py --config configs/cuhk03.yaml --checkpoint ... \
         --features plain --camera-norm center --camera-jaccard true --eps auto 0.5 0.55 0.6
+    # your own cameras (no identities): the label-free columns, e.g. to see how eps moves clusters and outliers
+    python scripts/cluster_quality.py --config configs/my_cameras.yaml --checkpoint outputs/my-cameras/checkpoints/final.pt \
+        --features plain --camera-jaccard false --eps auto 0.45 0.5 0.55
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from __future__ import annotations
 import argparse
 import itertools
 
-from reid.cluster import generate_pseudo_labels, pseudo_label_quality
+import numpy as np
+
+from reid.cluster import camera_spread, generate_pseudo_labels, pseudo_label_quality
 from reid.config import load_config, resolve_paths
 from reid.data.loaders import build_test_loader
 from reid.engine.checkpoint import load_checkpoint, load_model_weights
@@ -43,7 +50,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     cfg = resolve_paths(load_config(args.config, args.overrides))
     d, c = cfg.data, cfg.cluster
-    train = load_domain(cfg.data.target, cfg.data.target_root, cfg, verbose=False).train
+    target = load_domain(cfg.data.target, cfg.data.target_root, cfg, verbose=False)
+    train = target.train
+    if not target.train_labelled:
+        print(f"{cfg.data.target_root}: the target-train split has no identity labels; label-free columns only")
     model = model_from(cfg.model, pretrained="none")
     load_model_weights(model, load_checkpoint(args.checkpoint), args.checkpoint, skip_classifier=True)
     plain, pids, cams = extract_features(model, build_test_loader(train, d.height, d.width, d.test_batch_size,
@@ -59,11 +69,17 @@ def main(argv: list[str] | None = None) -> None:
             features_by_name[name].numpy(), eps, k1=c.k1, k2=c.k2, min_samples=c.min_samples, rho=c.rho,
             camids=cams, camera_norm=norm, camera_jaccard=camera_jaccard,
             camera_k=(c.k1_intra, c.k1_inter, c.k2_intra, c.k2_inter))
-        q = pseudo_label_quality(labels, pids, cams)
-        print(f"features {name:9s} camera_norm {norm:11s} camera_jaccard {camera_jaccard!s:5s} eps {info['eps']:.3f} "
-              f"clusters {info['num_clusters']:4d} outliers {q['outlier_fraction']:.2f} | [uses target-train labels] "
-              f"P {q['pairwise_precision']:.3f} R {q['pairwise_recall']:.3f} F1 {q['pairwise_f1']:.3f} "
-              f"cross-camera P {q['cross_camera_pairwise_precision']:.3f} R {q['cross_camera_pairwise_recall']:.3f}")
+        sizes = np.bincount(labels[labels >= 0]) if (labels >= 0).any() else np.zeros(1, dtype=int)
+        line = (f"features {name:9s} camera_norm {norm:11s} camera_jaccard {camera_jaccard!s:5s} eps {info['eps']:.3f} "
+                f"clusters {info['num_clusters']:4d} outliers {np.mean(labels < 0):.2f} "
+                f"cross-camera {camera_spread(labels, cams)['cross_camera_cluster_fraction']:.2f} "
+                f"largest {sizes.max() / len(labels):.3f}")
+        if target.train_labelled:
+            q = pseudo_label_quality(labels, pids, cams)
+            line += (f" | [uses target-train labels] P {q['pairwise_precision']:.3f} R {q['pairwise_recall']:.3f} "
+                     f"F1 {q['pairwise_f1']:.3f} cross-camera P {q['cross_camera_pairwise_precision']:.3f} "
+                     f"R {q['cross_camera_pairwise_recall']:.3f}")
+        print(line)
 
 
 def _eps(value: str) -> float | None:

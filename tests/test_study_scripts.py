@@ -157,3 +157,41 @@ def test_cluster_quality_sweeps_eps_and_counts_pairs_as_by_hand(ablation: Path, 
                           "configs/demo.yaml", "--checkpoint", str(source), "--eps", "1.5"],
                          capture_output=True, text=True, cwd=REPO, timeout=120)
     assert bad.returncode == 2 and "--eps: expected 'auto' or a number in (0, 1), got '1.5'" in bad.stderr
+
+
+def test_cluster_quality_on_unlabelled_cameras_prints_label_free_columns_as_by_hand(ablation: Path, tiny_data: Path,
+                                                                                   tmp_path: Path) -> None:
+    """A folder of unlabelled cameras (data.target: folder): no label-using column, and the label-free ones (share
+    of clusters spanning >= 2 cameras, largest cluster's share) equal what is counted here from the same clustering."""
+    source = ablation / "seed0" / "source" / "checkpoints" / "source.pt"
+    root = tmp_path / "my-cameras"
+    for path in sorted((tiny_data / "synth-b" / "bounding_box_train").glob("*.jpg")):
+        camera = re.match(r"\d+_c(\d+)s", path.name).group(1)
+        (root / f"cam{camera}").mkdir(parents=True, exist_ok=True)
+        (root / f"cam{camera}" / path.name.replace("_", "-")).symlink_to(path)  # the name carries no usable id
+    folder = ["--set", "data.target=folder", "--set", f"data.target_root={root}", "--set", "data.camera_rule=folder"]
+    stdout = script("cluster_quality.py", "--config", "configs/demo.yaml", "--checkpoint", str(source),
+                    "--features", "plain", "--camera-norm", "center", "--camera-jaccard", "false",
+                    "--eps", "0.45", *overrides(tiny_data), *folder, "--set", "cluster.rho=0.05")
+    assert f"{root}: the target-train split has no identity labels; label-free columns only" in stdout
+    rows = [line for line in stdout.splitlines() if line.startswith("features ")]
+    assert len(rows) == 1 and "labels" not in rows[0] and " P " not in rows[0]
+    fields = rows[0].split()
+
+    cfg = load_config(REPO / "configs" / "demo.yaml", [*overrides(tiny_data)[1::2], *folder[1::2]])
+    train = load_domain("folder", str(root), cfg, verbose=False).train
+    model = model_from(cfg.model, pretrained="none")
+    load_model_weights(model, load_checkpoint(str(source)), str(source), skip_classifier=True)
+    features, _, cams = extract_features(model, build_test_loader(train, cfg.data.height, cfg.data.width, 64, 0))
+    c = cfg.cluster
+    labels, _ = generate_pseudo_labels(features.numpy(), 0.45, k1=c.k1, k2=c.k2, min_samples=c.min_samples,
+                                       camids=cams, camera_norm="center")
+    cams = np.asarray(cams)
+    cameras_of = [set(cams[labels == k]) for k in range(labels.max() + 1)]
+    assert len(cameras_of) >= 2 and len(set(cams)) >= 2  # clusters and cameras to count
+    cross = sum(len(cameras) >= 2 for cameras in cameras_of) / len(cameras_of)
+    largest = max(int((labels == k).sum()) for k in range(labels.max() + 1)) / len(labels)
+    assert int(fields[fields.index("clusters") + 1]) == len(cameras_of)
+    assert fields[fields.index("outliers") + 1] == f"{np.mean(labels < 0):.2f}"
+    assert fields[fields.index("cross-camera") + 1] == f"{cross:.2f}"
+    assert fields[fields.index("largest") + 1] == f"{largest:.3f}"
